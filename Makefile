@@ -1,0 +1,60 @@
+# The two set-up commands of the README are `make simulate` and `make test`;
+# each installs what it needs (system packages, the AWS CLI) first.
+
+CARGO ?= cargo
+VENV := .venv
+AWS_CLI := $(VENV)/bin/aws
+export AWS_EC2_METADATA_DISABLED := true
+
+.PHONY: all build release simulate test bench deps clippy fmt clean
+
+all: build
+
+# System packages the tests and tools use: OpenSSL (an independent CMS and
+# ECDH peer), its headers and pkg-config (for the EIF reference crate), and
+# Python's venv module for the AWS CLI.
+deps: .deps-installed $(AWS_CLI)
+
+.deps-installed:
+	@missing=""; \
+	for tool in openssl pkg-config; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	[ -f /usr/include/openssl/ssl.h ] || missing="$$missing libssl-dev"; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openssl libssl-dev pkg-config python3-venv; \
+	fi
+	@touch $@
+
+# The AWS CLI version 1, from PyPI, in a project-local virtual environment.
+$(AWS_CLI):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check awscli
+	@$(AWS_CLI) --version
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release --workspace --bins
+
+simulate: .deps-installed release
+	./target/release/simulate --bin-dir target/release
+
+test: deps
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+bench: deps
+	$(CARGO) bench --workspace
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) .deps-installed
