@@ -89,6 +89,9 @@ pub fn parse(_bytes: &[u8]) -> Result<AttestationDocument, AttestationError> {
 
 /// Encodes `document` as an untagged COSE_Sign1 signed with ES384 by the
 /// P-384 key `signing_key` (made with `ECDSA_P384_SHA384_FIXED_SIGNING`).
-pub fn sign(_document: &AttestationDocument, _signing_key: &aws_lc_rs::signature::EcdsaKeyPair) -> Result<Vec<u8>, AttestationError> {
+pub fn sign(
+    _document: &AttestationDocument,
+    _signing_key: &aws_lc_rs::signature::EcdsaKeyPair,
+) -> Result<Vec<u8>, AttestationError> {
     unimplemented!()
 }

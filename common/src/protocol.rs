@@ -351,10 +351,8 @@ pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let mut frame = vec![0u8; 4];
     ciborium::into_writer(message, &mut frame).map_err(|e| FrameError::Malformed(e.to_string()))?;
 
-    let body_len = u32::try_from(frame.len() - 4).map_err(|_| FrameError::TooLarge {
-        declared: (frame.len() - 4) as u64,
-        max: u32::MAX,
-    })?;
+    let body_len = u32::try_from(frame.len() - 4)
+        .map_err(|_| FrameError::TooLarge { declared: (frame.len() - 4) as u64, max: u32::MAX })?;
     frame[..4].copy_from_slice(&body_len.to_be_bytes());
     Ok(frame)
 }

@@ -52,7 +52,8 @@ impl FromStr for Address {
     type Err = TransportError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason: &str| TransportError::InvalidAddress { address: text.to_owned(), reason: reason.to_owned() };
+        let invalid =
+            |reason: &str| TransportError::InvalidAddress { address: text.to_owned(), reason: reason.to_owned() };
 
         if let Some(rest) = text.strip_prefix("vsock://") {
             let (cid, port) = rest.rsplit_once(':').ok_or_else(|| invalid("missing `:PORT`"))?;
@@ -181,7 +182,8 @@ impl Listener {
                 Ok(Listener::Unix(tokio::net::UnixListener::bind(path).map_err(failed)?, path.clone()))
             }
             Address::Vsock { cid, port } => {
-                let listener = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(*cid, *port)).map_err(failed)?;
+                let listener =
+                    tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(*cid, *port)).map_err(failed)?;
                 Ok(Listener::Vsock(listener))
             }
         }
@@ -261,10 +263,7 @@ mod tests {
     #[test]
     fn parse_every_scheme() {
         assert_eq!("vsock://3:5000".parse::<Address>().unwrap(), Address::Vsock { cid: 3, port: 5000 });
-        assert_eq!(
-            "vsock://ANY:5000".parse::<Address>().unwrap(),
-            Address::Vsock { cid: VSOCK_CID_ANY, port: 5000 }
-        );
+        assert_eq!("vsock://ANY:5000".parse::<Address>().unwrap(), Address::Vsock { cid: VSOCK_CID_ANY, port: 5000 });
         assert_eq!(
             "tcp://127.0.0.1:8000".parse::<Address>().unwrap(),
             Address::Tcp { host: "127.0.0.1".to_owned(), port: 8000 }
