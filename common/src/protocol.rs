@@ -431,6 +431,14 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     value.deserialized().map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// Returns the `id` field of a body that is CBOR but not a valid request,
+/// so that the error response can still carry the caller's id.
+pub fn peek_request_id(body: &[u8]) -> Option<u64> {
+    let value: ciborium::Value = ciborium::from_reader(body).ok()?;
+    let (_, id) = value.as_map()?.iter().find(|(k, _)| k.as_text() == Some("id"))?;
+    u64::try_from(id.as_integer()?).ok()
+}
+
 /// Reads and decodes one frame.
 pub async fn read_frame<R, T>(reader: &mut R, max_len: u32) -> Result<T, FrameError>
 where
@@ -638,6 +646,19 @@ mod tests {
         ciborium::into_writer(&value, &mut body).unwrap();
         let error = decode_body::<Request>(&body).unwrap_err();
         assert!(matches!(error, FrameError::Malformed(_)), "{error:?}");
+    }
+
+    #[test]
+    fn peek_request_id_of_malformed_body() {
+        let mut body = Vec::new();
+        let value = ciborium::Value::Map(vec![
+            (ciborium::Value::Text("version".into()), ciborium::Value::Integer(1.into())),
+            (ciborium::Value::Text("id".into()), ciborium::Value::Integer(42.into())),
+        ]);
+        ciborium::into_writer(&value, &mut body).unwrap();
+        assert!(decode_body::<Request>(&body).is_err());
+        assert_eq!(peek_request_id(&body), Some(42));
+        assert_eq!(peek_request_id(&[0xff]), None);
     }
 
     #[test]

@@ -1,1 +1,169 @@
-fn main() {}
+//! `parent-proxy`: forwards enclave Recipient requests to KMS.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use parent_proxy::kms::{KmsForwarder, KmsOptions, RetryMode};
+use parent_proxy::server::{self, ServerConfig};
+use recipient_common::protocol::DEFAULT_MAX_FRAME_LEN;
+use recipient_common::transport::{Address, DEFAULT_PARENT_LISTEN, Listener};
+
+const OPERATIONS: [&str; 5] = ["Decrypt", "DeriveSharedSecret", "GenerateDataKey", "GenerateDataKeyPair", "GenerateRandom"];
+
+/// Forward KMS Recipient requests from a Nitro Enclave to KMS.
+///
+/// Listens for length-prefixed CBOR frames from enclave-agent and calls KMS
+/// through aws-sdk-kms with the standard AWS credential chain (environment,
+/// profile, instance role). Exit codes: 0 after a clean stop (SIGTERM or
+/// SIGINT), 1 when the listener fails, 2 for invalid arguments.
+#[derive(Debug, Parser)]
+#[command(name = "parent-proxy", version)]
+struct Args {
+    /// Address to listen on: vsock://ANY:PORT, tcp://HOST:PORT or unix:///PATH.
+    #[arg(long, default_value = DEFAULT_PARENT_LISTEN)]
+    listen: Address,
+
+    /// KMS endpoint URL; defaults to AWS_ENDPOINT_URL_KMS, then the regional endpoint.
+    #[arg(long)]
+    endpoint_url: Option<String>,
+
+    /// AWS region; defaults to the standard region chain (AWS_REGION, profile, instance metadata).
+    #[arg(long)]
+    region: Option<String>,
+
+    /// Total KMS attempts per request, the first included.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    max_attempts: u32,
+
+    /// SDK retry mode.
+    #[arg(long, value_enum, default_value_t = RetryMode::Standard)]
+    retry_mode: RetryMode,
+
+    /// Seconds to wait for a TCP/TLS connection to KMS.
+    #[arg(long, default_value_t = 5.0)]
+    connect_timeout: f64,
+
+    /// Seconds allowed for the whole KMS call of one request, retries included.
+    #[arg(long, default_value_t = 30.0)]
+    request_timeout: f64,
+
+    /// Seconds an enclave connection may stay silent before it is closed.
+    #[arg(long, default_value_t = 300.0)]
+    idle_timeout: f64,
+
+    /// Seconds to let requests in flight finish after SIGTERM or SIGINT.
+    #[arg(long, default_value_t = 20.0)]
+    shutdown_grace: f64,
+
+    /// Maximum open enclave connections; further ones get a "busy" error.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+
+    /// Maximum requests being forwarded at once; further ones get a "busy" error.
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+
+    /// Maximum frame body in bytes (the default fits a 256 KiB attestation document).
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LEN)]
+    max_frame_bytes: u32,
+
+    /// Forward only these operations (repeatable), for example DeriveSharedSecret.
+    #[arg(long = "allow-operation", value_parser = clap::builder::PossibleValuesParser::new(OPERATIONS))]
+    allow_operations: Vec<String>,
+
+    /// Forward only requests naming this key id exactly (repeatable).
+    #[arg(long = "allow-key")]
+    allow_keys: Vec<String>,
+
+    /// Forward requests that carry no attestation document (no Recipient).
+    #[arg(long)]
+    allow_unattested: bool,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("--{flag} {value}: expected a non-negative number of seconds"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = ServerConfig {
+        max_frame_len: args.max_frame_bytes,
+        max_connections: args.max_connections.max(1),
+        max_in_flight: args.max_in_flight.max(1),
+        request_timeout: seconds(args.request_timeout, "request-timeout")?,
+        idle_timeout: seconds(args.idle_timeout, "idle-timeout")?,
+        shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
+        allow_operations: (!args.allow_operations.is_empty()).then(|| args.allow_operations.into_iter().collect()),
+        allow_keys: (!args.allow_keys.is_empty()).then(|| args.allow_keys.into_iter().collect::<HashSet<_>>()),
+        allow_unattested: args.allow_unattested,
+    };
+    let options = KmsOptions {
+        endpoint_url: args.endpoint_url,
+        region: args.region,
+        max_attempts: args.max_attempts,
+        retry_mode: args.retry_mode,
+        connect_timeout: seconds(args.connect_timeout, "connect-timeout")?,
+        attempt_timeout: config.request_timeout,
+    };
+
+    let forwarder = KmsForwarder::new(&options).await;
+    let listener = Listener::bind(&args.listen).await.context("cannot start the listener")?;
+    println!("parent-proxy listening on {}", listener.local_address());
+    server::serve(listener, forwarder, config, shutdown_signal()).await.context("server failed")?;
+    tracing::info!("parent-proxy stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("parent-proxy: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("parent-proxy: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

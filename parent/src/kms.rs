@@ -1,0 +1,291 @@
+//! Forwarding of Recipient operations to KMS through aws-sdk-kms.
+//!
+//! The parent calls KMS with its own credentials (the standard AWS credential
+//! chain) and passes the enclave's `Recipient` through unchanged, so KMS
+//! encrypts the result to the enclave's attested RSA key.
+
+use std::time::Duration;
+
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::operation::RequestId;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{
+    DataKeyPairSpec, DataKeySpec, EncryptionAlgorithmSpec, KeyAgreementAlgorithmSpec, KeyEncryptionMechanism,
+    RecipientInfo,
+};
+use recipient_common::protocol::{
+    DecryptOutput, DeriveSharedSecretOutput, ErrorFrame, GenerateDataKeyOutput, GenerateDataKeyPairOutput,
+    GenerateRandomOutput, Operation, Output, Recipient, SecretBytes,
+};
+use serde_bytes::ByteBuf;
+
+/// How the KMS client is built.
+#[derive(Debug, Clone, Default)]
+pub struct KmsOptions {
+    /// Overrides the endpoint (`--endpoint-url`); `AWS_ENDPOINT_URL_KMS` and
+    /// `AWS_ENDPOINT_URL` are honoured by the SDK when this is `None`.
+    pub endpoint_url: Option<String>,
+    /// Overrides the region found by the standard region chain.
+    pub region: Option<String>,
+    /// Total attempts per call, first one included.
+    pub max_attempts: u32,
+    /// `standard` or `adaptive`.
+    pub retry_mode: RetryMode,
+    /// Connect timeout of one attempt.
+    pub connect_timeout: Duration,
+    /// Time limit of one attempt.
+    pub attempt_timeout: Duration,
+}
+
+/// The SDK retry strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RetryMode {
+    #[default]
+    Standard,
+    Adaptive,
+}
+
+/// A KMS operation's result with the KMS request id, when KMS sent one.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub output: Output,
+    pub kms_request_id: Option<String>,
+}
+
+/// A failed forward, with the KMS request id when KMS answered.
+#[derive(Debug)]
+pub struct ForwardError {
+    pub error: ErrorFrame,
+    pub kms_request_id: Option<String>,
+}
+
+/// An aws-sdk-kms client that forwards protocol operations.
+#[derive(Debug, Clone)]
+pub struct KmsForwarder {
+    client: aws_sdk_kms::Client,
+}
+
+impl KmsForwarder {
+    /// Builds the client from the standard configuration chain and `options`.
+    pub async fn new(options: &KmsOptions) -> Self {
+        let retry = match options.retry_mode {
+            RetryMode::Standard => aws_config::retry::RetryConfig::standard(),
+            RetryMode::Adaptive => aws_config::retry::RetryConfig::adaptive(),
+        }
+        .with_max_attempts(options.max_attempts.max(1));
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(options.connect_timeout)
+            .operation_attempt_timeout(options.attempt_timeout)
+            .build();
+
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).retry_config(retry).timeout_config(timeouts);
+        if let Some(region) = &options.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(url) = &options.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
+        Self { client: aws_sdk_kms::Client::new(&config) }
+    }
+
+    /// Wraps an existing client.
+    pub fn from_client(client: aws_sdk_kms::Client) -> Self {
+        Self { client }
+    }
+
+    /// Calls KMS for `operation`.
+    pub async fn forward(&self, operation: Operation) -> Result<Forwarded, ForwardError> {
+        match operation {
+            Operation::DeriveSharedSecret(request) => {
+                let response = self
+                    .client
+                    .derive_shared_secret()
+                    .key_id(request.key_id)
+                    .key_agreement_algorithm(KeyAgreementAlgorithmSpec::from(request.key_agreement_algorithm.as_str()))
+                    .public_key(Blob::new(request.public_key.into_vec()))
+                    .set_grant_tokens(non_empty(request.grant_tokens))
+                    .set_dry_run(request.dry_run.then_some(true))
+                    .set_recipient(request.recipient.map(recipient_info))
+                    .send()
+                    .await
+                    .map_err(forward_error)?;
+                let kms_request_id = response.request_id().map(str::to_owned);
+                let output = Output::DeriveSharedSecret(DeriveSharedSecretOutput {
+                    key_id: response.key_id,
+                    shared_secret: response.shared_secret.map(secret),
+                    ciphertext_for_recipient: response.ciphertext_for_recipient.map(bytes),
+                    key_agreement_algorithm: response.key_agreement_algorithm.map(|a| a.as_str().to_owned()),
+                    key_origin: response.key_origin.map(|o| o.as_str().to_owned()),
+                });
+                Ok(Forwarded { output, kms_request_id })
+            }
+            Operation::Decrypt(request) => {
+                let response = self
+                    .client
+                    .decrypt()
+                    .ciphertext_blob(Blob::new(request.ciphertext_blob.into_vec()))
+                    .set_key_id(request.key_id)
+                    .set_encryption_context(non_empty_map(request.encryption_context))
+                    .set_encryption_algorithm(request.encryption_algorithm.as_deref().map(EncryptionAlgorithmSpec::from))
+                    .set_grant_tokens(non_empty(request.grant_tokens))
+                    .set_dry_run(request.dry_run.then_some(true))
+                    .set_recipient(request.recipient.map(recipient_info))
+                    .send()
+                    .await
+                    .map_err(forward_error)?;
+                let kms_request_id = response.request_id().map(str::to_owned);
+                let output = Output::Decrypt(DecryptOutput {
+                    key_id: response.key_id,
+                    plaintext: response.plaintext.map(secret),
+                    ciphertext_for_recipient: response.ciphertext_for_recipient.map(bytes),
+                    encryption_algorithm: response.encryption_algorithm.map(|a| a.as_str().to_owned()),
+                });
+                Ok(Forwarded { output, kms_request_id })
+            }
+            Operation::GenerateDataKey(request) => {
+                let response = self
+                    .client
+                    .generate_data_key()
+                    .key_id(request.key_id)
+                    .set_key_spec(request.key_spec.as_deref().map(DataKeySpec::from))
+                    .set_number_of_bytes(request.number_of_bytes.map(clamp_i32))
+                    .set_encryption_context(non_empty_map(request.encryption_context))
+                    .set_grant_tokens(non_empty(request.grant_tokens))
+                    .set_dry_run(request.dry_run.then_some(true))
+                    .set_recipient(request.recipient.map(recipient_info))
+                    .send()
+                    .await
+                    .map_err(forward_error)?;
+                let kms_request_id = response.request_id().map(str::to_owned);
+                let output = Output::GenerateDataKey(GenerateDataKeyOutput {
+                    key_id: response.key_id,
+                    ciphertext_blob: response.ciphertext_blob.map(bytes),
+                    plaintext: response.plaintext.map(secret),
+                    ciphertext_for_recipient: response.ciphertext_for_recipient.map(bytes),
+                });
+                Ok(Forwarded { output, kms_request_id })
+            }
+            Operation::GenerateDataKeyPair(request) => {
+                let response = self
+                    .client
+                    .generate_data_key_pair()
+                    .key_id(request.key_id)
+                    .key_pair_spec(DataKeyPairSpec::from(request.key_pair_spec.as_str()))
+                    .set_encryption_context(non_empty_map(request.encryption_context))
+                    .set_grant_tokens(non_empty(request.grant_tokens))
+                    .set_dry_run(request.dry_run.then_some(true))
+                    .set_recipient(request.recipient.map(recipient_info))
+                    .send()
+                    .await
+                    .map_err(forward_error)?;
+                let kms_request_id = response.request_id().map(str::to_owned);
+                let output = Output::GenerateDataKeyPair(GenerateDataKeyPairOutput {
+                    key_id: response.key_id,
+                    key_pair_spec: response.key_pair_spec.map(|s| s.as_str().to_owned()),
+                    public_key: response.public_key.map(bytes),
+                    private_key_ciphertext_blob: response.private_key_ciphertext_blob.map(bytes),
+                    private_key_plaintext: response.private_key_plaintext.map(secret),
+                    ciphertext_for_recipient: response.ciphertext_for_recipient.map(bytes),
+                });
+                Ok(Forwarded { output, kms_request_id })
+            }
+            Operation::GenerateRandom(request) => {
+                let response = self
+                    .client
+                    .generate_random()
+                    .number_of_bytes(clamp_i32(request.number_of_bytes))
+                    .set_custom_key_store_id(request.custom_key_store_id)
+                    .set_recipient(request.recipient.map(recipient_info))
+                    .send()
+                    .await
+                    .map_err(forward_error)?;
+                let kms_request_id = response.request_id().map(str::to_owned);
+                let output = Output::GenerateRandom(GenerateRandomOutput {
+                    plaintext: response.plaintext.map(secret),
+                    ciphertext_for_recipient: response.ciphertext_for_recipient.map(bytes),
+                });
+                Ok(Forwarded { output, kms_request_id })
+            }
+        }
+    }
+}
+
+fn recipient_info(recipient: Recipient) -> RecipientInfo {
+    RecipientInfo::builder()
+        .key_encryption_algorithm(KeyEncryptionMechanism::from(recipient.key_encryption_algorithm.as_str()))
+        .attestation_document(Blob::new(recipient.attestation_document.into_vec()))
+        .build()
+}
+
+fn non_empty(values: Vec<String>) -> Option<Vec<String>> {
+    (!values.is_empty()).then_some(values)
+}
+
+fn non_empty_map(
+    values: std::collections::BTreeMap<String, String>,
+) -> Option<std::collections::HashMap<String, String>> {
+    (!values.is_empty()).then(|| values.into_iter().collect())
+}
+
+/// KMS takes `NumberOfBytes` as a signed 32-bit integer; larger values are
+/// sent as the maximum so that KMS rejects them with its own message.
+fn clamp_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+fn bytes(blob: Blob) -> ByteBuf {
+    ByteBuf::from(blob.into_inner())
+}
+
+fn secret(blob: Blob) -> SecretBytes {
+    SecretBytes(blob.into_inner())
+}
+
+/// Sorts an SDK failure into the protocol's error kinds: a KMS error with its
+/// name, KMS unreachable, KMS timed out, or a request the SDK could not build.
+fn forward_error<E, R>(error: SdkError<E, R>) -> ForwardError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+    SdkError<E, R>: RequestId,
+{
+    let kms_request_id = error.request_id().map(str::to_owned);
+    let frame = match &error {
+        SdkError::ServiceError(service) => {
+            let kms_error = service.err();
+            ErrorFrame::Kms {
+                name: kms_error.code().unwrap_or("UnknownError").to_owned(),
+                message: kms_error.message().unwrap_or_default().to_owned(),
+                request_id: kms_request_id.clone(),
+            }
+        }
+        SdkError::TimeoutError(_) => ErrorFrame::KmsTimeout { message: error_chain(&error) },
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            ErrorFrame::KmsTimeout { message: error_chain(&error) }
+        }
+        SdkError::DispatchFailure(_) => ErrorFrame::KmsUnreachable { message: error_chain(&error) },
+        SdkError::ConstructionFailure(_) => ErrorFrame::Malformed { message: error_chain(&error) },
+        SdkError::ResponseError(_) => {
+            ErrorFrame::KmsUnreachable { message: format!("invalid response from KMS: {}", error_chain(&error)) }
+        }
+        _ => ErrorFrame::Internal { message: error_chain(&error) },
+    };
+    ForwardError { error: frame, kms_request_id }
+}
+
+/// Joins an error and its sources into one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,291 @@
+//! The frame server: accepts enclave connections, applies the parent's
+//! limits and allowlists, forwards each request to KMS and writes the
+//! response with the request's id.
+//!
+//! A connection carries many requests. Each request runs in its own task and
+//! responses are written as they complete, so a slow KMS call does not hold
+//! up the next request on the same connection.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use recipient_common::protocol::{self, ErrorFrame, FrameError, Operation, Request, Response};
+use recipient_common::transport::{Listener, Stream};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, info, warn};
+
+use crate::kms::{ForwardError, Forwarded, KmsForwarder};
+
+/// Limits and rules of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub max_frame_len: u32,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// Operation names that may be forwarded; `None` allows all five.
+    pub allow_operations: Option<HashSet<String>>,
+    /// Key ids exactly as the enclave sends them; `None` allows any key.
+    pub allow_keys: Option<HashSet<String>>,
+    /// Forward requests that carry no attestation document.
+    pub allow_unattested: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_len: protocol::DEFAULT_MAX_FRAME_LEN,
+            max_connections: 1024,
+            max_in_flight: 256,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(20),
+            allow_operations: None,
+            allow_keys: None,
+            allow_unattested: false,
+        }
+    }
+}
+
+struct Shared {
+    config: ServerConfig,
+    forwarder: KmsForwarder,
+    connections: Arc<Semaphore>,
+    in_flight: Arc<Semaphore>,
+    connection_ids: AtomicU64,
+}
+
+/// Serves `listener` until `shutdown` completes, then waits up to the grace
+/// period for requests in flight to finish.
+pub async fn serve(
+    listener: Listener,
+    forwarder: KmsForwarder,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let shared = Arc::new(Shared {
+        connections: Arc::new(Semaphore::new(config.max_connections)),
+        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+        config,
+        forwarder,
+        connection_ids: AtomicU64::new(0),
+    });
+    let address = listener.local_address();
+    info!(%address, "parent-proxy accepting connections");
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => accept_connection(&shared, stream, peer),
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+
+    let in_flight = shared.config.max_in_flight - shared.in_flight.available_permits();
+    info!(in_flight, grace_seconds = shared.config.shutdown_grace.as_secs_f64(), "stopped accepting; draining");
+    let all_permits = u32::try_from(shared.config.max_in_flight).unwrap_or(u32::MAX);
+    match tokio::time::timeout(shared.config.shutdown_grace, shared.in_flight.acquire_many(all_permits)).await {
+        Ok(_) => info!("all requests finished"),
+        Err(_) => warn!("grace period over with requests still in flight"),
+    }
+    Ok(())
+}
+
+fn accept_connection(shared: &Arc<Shared>, mut stream: Stream, peer: String) {
+    let connection = shared.connection_ids.fetch_add(1, Ordering::Relaxed);
+    let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+        warn!(connection, %peer, max = shared.config.max_connections, "connection limit reached; rejecting");
+        let message = format!("{} connections open, the maximum", shared.config.max_connections);
+        let max_frame_len = shared.config.max_frame_len;
+        tokio::spawn(async move {
+            let response = Response::new(0, Err(ErrorFrame::Busy { message }));
+            let _ = protocol::write_frame(&mut stream, &response, max_frame_len).await;
+        });
+        return;
+    };
+    debug!(connection, %peer, "connection opened");
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        handle_connection(&shared, stream, connection).await;
+        debug!(connection, "connection closed");
+        drop(permit);
+    });
+}
+
+async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (sender, mut receiver) = mpsc::channel::<Response>(64);
+    let max_frame_len = shared.config.max_frame_len;
+    let writer_task = tokio::spawn(async move {
+        while let Some(response) = receiver.recv().await {
+            if let Err(error) = protocol::write_frame(&mut writer, &response, max_frame_len).await {
+                debug!(connection, %error, "writing a response failed");
+                break;
+            }
+        }
+    });
+
+    loop {
+        let body = match tokio::time::timeout(shared.config.idle_timeout, protocol::read_frame_body(&mut reader, max_frame_len)).await {
+            Err(_) => {
+                debug!(connection, "idle timeout");
+                break;
+            }
+            Ok(Err(FrameError::Closed)) => break,
+            Ok(Err(error @ FrameError::TooLarge { .. })) => {
+                // The body was not read, so the stream cannot be resynchronised.
+                warn!(connection, %error, "oversized frame; closing the connection");
+                let _ = sender.send(Response::new(0, Err(ErrorFrame::Malformed { message: error.to_string() }))).await;
+                break;
+            }
+            Ok(Err(error)) => {
+                debug!(connection, %error, "connection ended inside a frame");
+                break;
+            }
+            Ok(Ok(body)) => body,
+        };
+
+        let request: Request = match protocol::decode_body(&body) {
+            Ok(request) => request,
+            Err(error) => {
+                let id = protocol::peek_request_id(&body).unwrap_or(0);
+                warn!(connection, request_id = id, %error, "malformed request");
+                let _ = sender.send(Response::new(id, Err(ErrorFrame::Malformed { message: error.to_string() }))).await;
+                continue;
+            }
+        };
+
+        let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+            warn!(connection, request_id = request.id, "in-flight limit reached; rejecting");
+            let message = format!("{} requests in flight, the maximum", shared.config.max_in_flight);
+            let _ = sender.send(Response::new(request.id, Err(ErrorFrame::Busy { message }))).await;
+            continue;
+        };
+        let shared = Arc::clone(shared);
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let response = handle_request(&shared, connection, request).await;
+            let _ = sender.send(response).await;
+            drop(permit);
+        });
+    }
+
+    drop(sender);
+    let _ = writer_task.await;
+}
+
+async fn handle_request(shared: &Shared, connection: u64, request: Request) -> Response {
+    let started = Instant::now();
+    let id = request.id;
+    let operation_name = request.operation.name();
+    let key_id = request.operation.key_id().unwrap_or("-").to_owned();
+    let document_digest = request.operation.recipient().map(|r| document_digest(&r.attestation_document));
+
+    let result = match check_rules(&shared.config, &request.operation) {
+        Err(refusal) => Err(ForwardError { error: refusal, kms_request_id: None }),
+        Ok(()) => match tokio::time::timeout(shared.config.request_timeout, shared.forwarder.forward(request.operation)).await {
+            Ok(result) => result,
+            Err(_) => Err(ForwardError {
+                error: ErrorFrame::KmsTimeout {
+                    message: format!("no answer from KMS within {:?}", shared.config.request_timeout),
+                },
+                kms_request_id: None,
+            }),
+        },
+    };
+
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let document = document_digest.as_deref().unwrap_or("none");
+    match result {
+        Ok(Forwarded { output, kms_request_id }) => {
+            info!(
+                connection,
+                request_id = id,
+                operation = operation_name,
+                key_id,
+                outcome = "ok",
+                latency_ms,
+                kms_request_id = kms_request_id.as_deref().unwrap_or("-"),
+                document,
+                "request forwarded"
+            );
+            Response::new(id, Ok(output))
+        }
+        Err(ForwardError { error, kms_request_id }) => {
+            info!(
+                connection,
+                request_id = id,
+                operation = operation_name,
+                key_id,
+                outcome = outcome_name(&error),
+                error = %error,
+                latency_ms,
+                kms_request_id = kms_request_id.as_deref().unwrap_or("-"),
+                document,
+                "request failed"
+            );
+            Response::new(id, Err(error))
+        }
+    }
+}
+
+/// Applies the allowlists and the attestation rule.
+pub fn check_rules(config: &ServerConfig, operation: &Operation) -> Result<(), ErrorFrame> {
+    if let Some(allowed) = &config.allow_operations {
+        if !allowed.contains(operation.name()) {
+            return Err(ErrorFrame::Refused {
+                rule: "allow-operation".to_owned(),
+                message: format!("{} is not in the parent's --allow-operation list", operation.name()),
+            });
+        }
+    }
+    if let (Some(allowed), Some(key_id)) = (&config.allow_keys, operation.key_id()) {
+        if !allowed.contains(key_id) {
+            return Err(ErrorFrame::Refused {
+                rule: "allow-key".to_owned(),
+                message: format!("key {key_id} is not in the parent's --allow-key list"),
+            });
+        }
+    }
+    if !config.allow_unattested && operation.recipient().is_none() {
+        return Err(ErrorFrame::Refused {
+            rule: "allow-unattested".to_owned(),
+            message: format!(
+                "{} carries no attestation document; the parent forwards only Recipient requests unless started with --allow-unattested",
+                operation.name()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn outcome_name(error: &ErrorFrame) -> &'static str {
+    match error {
+        ErrorFrame::Refused { .. } => "refused",
+        ErrorFrame::Kms { .. } => "kms_error",
+        ErrorFrame::KmsUnreachable { .. } => "kms_unreachable",
+        ErrorFrame::KmsTimeout { .. } => "kms_timeout",
+        ErrorFrame::Busy { .. } => "busy",
+        ErrorFrame::Malformed { .. } => "malformed",
+        _ => "internal",
+    }
+}
+
+/// The first 16 hex digits of the document's SHA-256, for logs that must
+/// identify a document without carrying it.
+fn document_digest(document: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, document);
+    hex::encode(digest.as_ref().get(..8).unwrap_or_default())
+}
