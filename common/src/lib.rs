@@ -7,4 +7,5 @@
 pub mod attestation;
 pub mod cms;
 pub mod protocol;
+pub mod public_key;
 pub mod transport;
