@@ -1,97 +1,80 @@
-//! Attestation documents: COSE_Sign1 (ES384) over a CBOR payload, signed by
-//! the NSM under a certificate chain that ends at a trusted root.
+//! Attestation documents: a COSE_Sign1 (ES384) over a CBOR payload, signed by
+//! the Nitro Secure Module under a certificate chain that ends at a trusted root.
 //!
-//! INTERFACE STUB: the attestation work replaces these bodies.
+//! [`parse`] decodes a document without trusting it. [`Verifier::verify`]
+//! checks the chain, the signature and the time rules and returns a
+//! [`VerifiedDocument`], the only type that says a document was verified.
+//! [`sign`] builds documents the way the NSM does, for the mock NSM and tests.
+
+mod chain;
+mod cose;
+mod error;
+mod payload;
+mod verify;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
 
-/// Errors from parsing, verifying or building an attestation document.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AttestationError {
-    #[error("attestation document is invalid: {0}")]
-    Invalid(String),
-}
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::EcdsaKeyPair;
+
+pub use error::{AttestationError, CertificatePosition};
+pub use payload::{DIGEST_SHA384, MAX_CERTIFICATE_LEN, MAX_PCRS, MAX_USER_FIELD_LEN};
+pub use verify::{
+    ALLOWED_CLOCK_SKEW, AWS_ROOT_G1_PEM, AWS_ROOT_G1_SHA256, DEFAULT_MAX_AGE, TimeMode, VerifiedDocument, Verifier,
+    VerifyOptions, is_debug_mode,
+};
 
 /// The payload of an attestation document (nine fields, in the order real
 /// documents use). `None` is CBOR null, which differs from an empty byte string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttestationDocument {
+    /// The enclave's id, `i-<instance id>-enc<enclave id>` on Nitro hardware.
     pub module_id: String,
+    /// Always `SHA384`.
     pub digest: String,
     /// Milliseconds since the Unix epoch.
     pub timestamp: u64,
+    /// PCR index to value (48 bytes on Nitro).
     pub pcrs: BTreeMap<u32, Vec<u8>>,
+    /// DER of the leaf certificate whose key signs the document.
     pub certificate: Vec<u8>,
+    /// DER of the CA certificates, root first.
     pub cabundle: Vec<Vec<u8>>,
     pub public_key: Option<Vec<u8>>,
     pub user_data: Option<Vec<u8>>,
     pub nonce: Option<Vec<u8>>,
 }
 
-/// When certificates are checked.
-#[derive(Debug, Clone, Copy)]
-pub enum TimeMode {
-    /// The current time; documents older than `max_age` are rejected.
-    Live { max_age: Duration },
-    /// A given instant.
-    At(SystemTime),
-    /// The document's own timestamp.
-    DocumentTime,
-}
-
-/// Options of one verification.
-#[derive(Debug, Clone, Copy)]
-pub struct VerifyOptions {
-    pub time: TimeMode,
-    /// Accept debug-mode documents (PCR0, PCR1 and PCR2 all zero).
-    pub allow_debug: bool,
-}
-
-/// A document whose signature and chain were verified.
-#[derive(Debug, Clone)]
-pub struct VerifiedDocument {
-    document: AttestationDocument,
-}
-
-impl VerifiedDocument {
-    pub fn document(&self) -> &AttestationDocument {
-        &self.document
-    }
-}
-
-/// Verifies documents against a set of trusted root certificates (DER).
-#[derive(Debug, Clone, Default)]
-pub struct Verifier {
-    roots: Vec<Vec<u8>>,
-}
-
-impl Verifier {
-    /// A verifier that trusts the AWS Nitro Enclaves root G1 only.
-    pub fn with_aws_root() -> Self {
-        unimplemented!()
-    }
-    /// Adds trusted roots from PEM text (one or more certificates).
-    pub fn add_root_pem(&mut self, _pem: &[u8]) -> Result<(), AttestationError> {
-        unimplemented!()
-    }
-    pub fn verify(&self, _bytes: &[u8], _options: &VerifyOptions) -> Result<VerifiedDocument, AttestationError> {
-        let _ = &self.roots;
-        unimplemented!()
-    }
-}
-
-/// Parses a document without verifying it.
-pub fn parse(_bytes: &[u8]) -> Result<AttestationDocument, AttestationError> {
-    unimplemented!()
+/// Parses a document without verifying it: the COSE_Sign1 structure (tagged
+/// or not), the ES384 algorithm, the signature length and every payload field
+/// bound are checked, the signature and the chain are not.
+pub fn parse(bytes: &[u8]) -> Result<AttestationDocument, AttestationError> {
+    let cose = cose::CoseSign1::decode(bytes)?;
+    payload::parse_payload(&cose.payload)
 }
 
 /// Encodes `document` as an untagged COSE_Sign1 signed with ES384 by the
 /// P-384 key `signing_key` (made with `ECDSA_P384_SHA384_FIXED_SIGNING`).
-pub fn sign(
-    _document: &AttestationDocument,
-    _signing_key: &aws_lc_rs::signature::EcdsaKeyPair,
-) -> Result<Vec<u8>, AttestationError> {
-    unimplemented!()
+///
+/// The payload is a definite-length map with the keys in NSM order; the
+/// document's fields are not checked against the parser's bounds.
+pub fn sign(document: &AttestationDocument, signing_key: &EcdsaKeyPair) -> Result<Vec<u8>, AttestationError> {
+    let payload = payload::encode_payload(document)?;
+    let protected = cose::PROTECTED_ES384.to_vec();
+
+    let signed = cose::sig_structure(&protected, &payload);
+    let signature = signing_key
+        .sign(&SystemRandom::new(), &signed)
+        .map_err(|_| AttestationError::Signing { reason: "ECDSA signing failed".to_owned() })?;
+    let signature = signature.as_ref().to_vec();
+    if signature.len() != cose::ES384_SIGNATURE_LEN {
+        return Err(AttestationError::Signing {
+            reason: format!(
+                "the key produced a {}-byte signature; expected 96 (use ECDSA_P384_SHA384_FIXED_SIGNING)",
+                signature.len()
+            ),
+        });
+    }
+
+    Ok(cose::CoseSign1 { protected, payload, signature }.encode())
 }
