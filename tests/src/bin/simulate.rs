@@ -1,1 +1,164 @@
-fn main() {}
+//! `simulate`: runs the whole DeriveSharedSecret Recipient flow on this
+//! machine with real processes on loopback (kms-local, parent-proxy,
+//! enclave-agent with the mock NSM) and checks the enclave's secret against
+//! OpenSSL's. Behind `make simulate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use clap::Parser;
+use recipient_tests::{
+    Binaries, check_success, create_agreement_key, init_mock_ca, kms_client, openssl_derive, openssl_peer_key,
+    start_kms_local, start_parent_proxy,
+};
+
+/// Simulate the Nitro Enclaves DeriveSharedSecret Recipient flow locally.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Directory holding the enclave-agent, parent-proxy and kms-local binaries.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// KMS key spec of the key-agreement key.
+    #[arg(long, default_value = "ECC_NIST_P256", value_parser = ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521"])]
+    key_spec: String,
+}
+
+/// Prints a step's name, runs it and prints its duration.
+async fn step<T, F>(number: usize, name: &str, work: F) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    println!("[{number}] {name} ...");
+    let started = Instant::now();
+    let result = work.await;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    match &result {
+        Ok(_) => println!("    done in {elapsed:.0} ms"),
+        Err(error) => println!("    FAILED after {elapsed:.0} ms: {error:#}"),
+    }
+    result
+}
+
+async fn simulate(args: Args) -> anyhow::Result<bool> {
+    let binaries = Binaries::in_dir(&args.bin_dir)?;
+    let scratch = tempfile::Builder::new().prefix("nitro-recipient-simulate-").tempdir()?;
+    let dir = scratch.path();
+    println!("working directory: {} (removed at exit)", dir.display());
+    let curve = recipient_tests::openssl_curve(&args.key_spec)?;
+
+    let mock_ca = dir.join("mock-ca");
+    step(1, "create the mock NSM certificate authority (enclave-agent mock-ca init)", async {
+        init_mock_ca(&binaries, dir, &mock_ca)
+    })
+    .await?;
+
+    let root = mock_ca.join("root.pem");
+    let kms = step(2, "start kms-local trusting the mock root", async {
+        let service = start_kms_local(&binaries, dir, &dir.join("kms-data"), &[&root])?;
+        println!("    kms-local at {}", service.address);
+        Ok(service)
+    })
+    .await?;
+
+    let parent = step(3, "start parent-proxy forwarding to kms-local", async {
+        let service = start_parent_proxy(&binaries, dir, &kms.address, &[])?;
+        println!("    parent-proxy at {}", service.address);
+        Ok(service)
+    })
+    .await?;
+
+    let client = kms_client(&kms.address);
+    let (key_id, kms_public_der) =
+        step(4, &format!("create a KEY_AGREEMENT {} key and fetch its public key", args.key_spec), async {
+            let created = create_agreement_key(&client, &args.key_spec).await?;
+            println!("    key id {}", created.0);
+            Ok(created)
+        })
+        .await?;
+    let kms_public_path = dir.join("kms-public.der");
+    std::fs::write(&kms_public_path, &kms_public_der)?;
+
+    let peer = step(5, &format!("make a peer {curve} key pair with openssl genpkey"), async {
+        openssl_peer_key(dir, curve)
+    })
+    .await?;
+
+    let enclave_secret = step(6, "enclave-agent derive-shared-secret with the mock NSM, through the parent", async {
+        let output = binaries
+            .command("enclave-agent", dir)
+            .args(["derive-shared-secret", "--key-id", &key_id, "--public-key"])
+            .arg(format!("fileb://{}", peer.public_der.display()))
+            .args(["--parent", &parent.address, "--nsm", "mock", "--mock-dir"])
+            .arg(&mock_ca)
+            .args(["--output", "json"])
+            .output()
+            .context("cannot run enclave-agent")?;
+        check_success("enclave-agent derive-shared-secret", &output)?;
+        let response: serde_json::Value =
+            serde_json::from_slice(&output.stdout).context("enclave-agent did not print JSON")?;
+        let secret = response["SharedSecret"].as_str().context("no SharedSecret in the enclave's output")?;
+        println!(
+            "    KeyId {}, KeyAgreementAlgorithm {}, KeyOrigin {}",
+            response["KeyId"], response["KeyAgreementAlgorithm"], response["KeyOrigin"]
+        );
+        STANDARD.decode(secret).context("SharedSecret is not base64")
+    })
+    .await?;
+
+    let openssl_secret = step(7, "derive the peer's side with openssl pkeyutl -derive", async {
+        openssl_derive(&peer, &kms_public_path)
+    })
+    .await?;
+
+    // The shared secret is a throwaway from a throwaway key; a digest is
+    // enough to compare by eye.
+    let digest = |secret: &[u8]| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(secret, &mut hasher);
+        format!("{:016x}", std::hash::Hasher::finish(&hasher))
+    };
+    println!("enclave secret: {} bytes, fingerprint {}", enclave_secret.len(), digest(&enclave_secret));
+    println!("openssl secret: {} bytes, fingerprint {}", openssl_secret.len(), digest(&openssl_secret));
+
+    drop(parent);
+    drop(kms);
+    Ok(enclave_secret == openssl_secret)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("simulate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // Ctrl-C ends the flow through the select, so every child process and
+    // the temporary directory are dropped (stopped and removed) on the way out.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = simulate(args) => result,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    });
+    match result {
+        Ok(true) => {
+            println!("RESULT: the enclave's shared secret matches OpenSSL's");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("RESULT: MISMATCH: the enclave's shared secret differs from OpenSSL's");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            println!("RESULT: simulation failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
