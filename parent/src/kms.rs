@@ -9,6 +9,7 @@ use std::time::Duration;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::operation::RequestId;
 use aws_sdk_kms::primitives::Blob;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_sdk_kms::types::{
     DataKeyPairSpec, DataKeySpec, EncryptionAlgorithmSpec, KeyAgreementAlgorithmSpec, KeyEncryptionMechanism,
     RecipientInfo,
@@ -87,7 +88,8 @@ impl KmsForwarder {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
-        Self { client: aws_sdk_kms::Client::new(&config) }
+        let kms_config = aws_sdk_kms::config::Builder::from(&config).interceptor(RetryLogger).build();
+        Self { client: aws_sdk_kms::Client::from_conf(kms_config) }
     }
 
     /// Wraps an existing client.
@@ -209,6 +211,30 @@ impl KmsForwarder {
                 Ok(Forwarded { output, kms_request_id })
             }
         }
+    }
+}
+
+/// Logs every KMS attempt after the first, so that retries show in the log.
+#[derive(Debug)]
+struct RetryLogger;
+
+impl aws_sdk_kms::config::Intercept for RetryLogger {
+    fn name(&self) -> &'static str {
+        "RetryLogger"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &aws_sdk_kms::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_kms::config::RuntimeComponents,
+        cfg: &mut aws_sdk_kms::config::ConfigBag,
+    ) -> Result<(), aws_sdk_kms::error::BoxError> {
+        let attempt = cfg.load::<RequestAttempts>().map_or(1, RequestAttempts::attempts);
+        if attempt > 1 {
+            let operation = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map_or("KMS", |m| m.name());
+            tracing::warn!(attempt, operation, "retrying KMS call");
+        }
+        Ok(())
     }
 }
 

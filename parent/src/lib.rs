@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod kms;
+pub mod metrics;
 pub mod server;

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use std::sync::Arc;
+
 use parent_proxy::kms::{KmsForwarder, KmsOptions, RetryMode};
+use parent_proxy::metrics::Metrics;
 use parent_proxy::server::{self, ServerConfig};
 use recipient_common::protocol::DEFAULT_MAX_FRAME_LEN;
 use recipient_common::transport::{Address, DEFAULT_PARENT_LISTEN, Listener};
@@ -82,6 +85,10 @@ struct Args {
     #[arg(long)]
     allow_unattested: bool,
 
+    /// Serve Prometheus metrics (/metrics) and a health check (/healthz) on this TCP address, e.g. 127.0.0.1:9090.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -142,9 +149,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let forwarder = KmsForwarder::new(&options).await;
+    let metrics = Arc::new(Metrics::default());
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(address) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        let bound = listener.local_addr().context("metrics listener has no address")?;
+        println!("parent-proxy metrics on http://{bound}/metrics");
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(error) = parent_proxy::metrics::serve(listener, metrics, stopped).await {
+                tracing::error!(%error, "metrics listener failed");
+            }
+        });
+    }
     let listener = Listener::bind(&args.listen).await.context("cannot start the listener")?;
     println!("parent-proxy listening on {}", listener.local_address());
-    server::serve(listener, forwarder, config, shutdown_signal()).await.context("server failed")?;
+    server::serve(listener, forwarder, config, metrics, shutdown_signal()).await.context("server failed")?;
+    let _ = stop_metrics.send(());
     tracing::info!("parent-proxy stopped");
     Ok(())
 }

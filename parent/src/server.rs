@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::kms::{ForwardError, Forwarded, KmsForwarder};
+use crate::metrics::Metrics;
 
 /// Limits and rules of the server.
 #[derive(Debug, Clone)]
@@ -58,6 +59,7 @@ struct Shared {
     connections: Arc<Semaphore>,
     in_flight: Arc<Semaphore>,
     connection_ids: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// Serves `listener` until `shutdown` completes, then waits up to the grace
@@ -66,9 +68,11 @@ pub async fn serve(
     listener: Listener,
     forwarder: KmsForwarder,
     config: ServerConfig,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let shared = Arc::new(Shared {
+        metrics,
         connections: Arc::new(Semaphore::new(config.max_connections)),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
         config,
@@ -117,9 +121,11 @@ fn accept_connection(shared: &Arc<Shared>, mut stream: Stream, peer: String) {
     };
     debug!(connection, %peer, "connection opened");
     let shared = Arc::clone(shared);
+    shared.metrics.add_connections(1);
     tokio::spawn(async move {
         handle_connection(&shared, stream, connection).await;
         debug!(connection, "connection closed");
+        shared.metrics.add_connections(-1);
         drop(permit);
     });
 }
@@ -175,9 +181,11 @@ async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64
         };
         let shared = Arc::clone(shared);
         let sender = sender.clone();
+        shared.metrics.add_in_flight(1);
         tokio::spawn(async move {
             let response = handle_request(&shared, connection, request).await;
             let _ = sender.send(response).await;
+            shared.metrics.add_in_flight(-1);
             drop(permit);
         });
     }
@@ -206,8 +214,14 @@ async fn handle_request(shared: &Shared, connection: u64, request: Request) -> R
         },
     };
 
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency = started.elapsed();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
     let document = document_digest.as_deref().unwrap_or("none");
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(failure) => outcome_name(&failure.error),
+    };
+    shared.metrics.record_request(operation_name, outcome, latency);
     match result {
         Ok(Forwarded { output, kms_request_id }) => {
             info!(
@@ -215,7 +229,7 @@ async fn handle_request(shared: &Shared, connection: u64, request: Request) -> R
                 request_id = id,
                 operation = operation_name,
                 key_id,
-                outcome = "ok",
+                outcome,
                 latency_ms,
                 kms_request_id = kms_request_id.as_deref().unwrap_or("-"),
                 document,
@@ -229,7 +243,7 @@ async fn handle_request(shared: &Shared, connection: u64, request: Request) -> R
                 request_id = id,
                 operation = operation_name,
                 key_id,
-                outcome = outcome_name(&error),
+                outcome,
                 error = %error,
                 latency_ms,
                 kms_request_id = kms_request_id.as_deref().unwrap_or("-"),
