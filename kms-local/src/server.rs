@@ -1,0 +1,207 @@
+//! The HTTP side: one route, `POST /`, dispatched on `X-Amz-Target`.
+//!
+//! Every response carries `x-amzn-RequestId` and the content type
+//! `application/x-amz-json-1.1`. A request is read up to
+//! [`MAX_REQUEST_BODY`] bytes, authenticated with SigV4, then run on the
+//! blocking thread pool (the store fsyncs and RSA key generation takes
+//! seconds), so slow requests never stall the connection tasks.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::error::{ErrorKind, KmsError, KmsResult};
+use crate::service::{Caller, Kms, new_uuid};
+use crate::sigv4;
+
+/// The largest request body accepted: room for a 256 KiB attestation
+/// document in base64 plus the other members.
+pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
+/// The content type of requests and responses.
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// The `X-Amz-Target` prefix of KMS operations.
+pub const TARGET_PREFIX: &str = "TrentService.";
+
+/// Builds the router that serves the KMS API for `kms`.
+pub fn router(kms: Arc<Kms>) -> Router {
+    Router::new().fallback(handle).with_state(kms)
+}
+
+/// Serves the KMS API on `listener` until `shutdown` completes. Connections
+/// are served concurrently.
+pub async fn serve(
+    listener: TcpListener,
+    kms: Arc<Kms>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(kms)).with_graceful_shutdown(shutdown).await
+}
+
+/// A server running on a tokio task, for tests and embedding.
+#[derive(Debug)]
+pub struct RunningServer {
+    address: SocketAddr,
+    kms: Arc<Kms>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Starts serving `kms` on `listener` in the background.
+    pub fn spawn(listener: TcpListener, kms: Kms) -> io::Result<Self> {
+        let address = listener.local_addr()?;
+        let kms = Arc::new(kms);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, Arc::clone(&kms), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self { address, kms, stop: Some(stop), task })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The endpoint URL for SDKs, `http://ADDRESS`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The service behind the server.
+    pub fn kms(&self) -> &Arc<Kms> {
+        &self.kms
+    }
+
+    /// Stops accepting connections, lets open requests finish and waits for
+    /// the server task.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.map_err(io::Error::other)?
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if self.stop.is_some() {
+            self.task.abort();
+        }
+    }
+}
+
+async fn handle(State(kms): State<Arc<Kms>>, request: Request) -> Response {
+    let started = Instant::now();
+    let request_id = new_uuid();
+    let (parts, body) = request.into_parts();
+    let operation = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|value| value.to_str().ok())
+        .map(|target| target.strip_prefix(TARGET_PREFIX).unwrap_or(target).to_owned())
+        .unwrap_or_default();
+
+    let outcome = process(&kms, &parts, body, &request_id, &operation).await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (status, body) = match outcome {
+        Ok((principal, value)) => {
+            tracing::info!(request_id, operation, principal, status = 200, elapsed_ms, "request handled");
+            (StatusCode::OK, value)
+        }
+        Err(error) => {
+            let status = error.kind.status();
+            if error.kind == ErrorKind::Internal {
+                tracing::error!(request_id, operation, status = status.as_u16(), error = %error, elapsed_ms, "request failed");
+            } else {
+                tracing::info!(request_id, operation, status = status.as_u16(), error = %error, elapsed_ms, "request rejected");
+            }
+            (status, json!({ "__type": error.kind.name(), "message": error.message }))
+        }
+    };
+    respond(status, &body, &request_id)
+}
+
+fn respond(status: StatusCode, body: &Value, request_id: &str) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| br#"{"__type":"KMSInternalException"}"#.to_vec());
+    let mut response = (status, Body::from(bytes)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-RequestId", value);
+    }
+    response
+}
+
+/// Reads, authenticates and runs one request; returns the caller's ARN and
+/// the response body.
+async fn process(
+    kms: &Arc<Kms>,
+    parts: &Parts,
+    body: Body,
+    request_id: &str,
+    operation: &str,
+) -> KmsResult<(String, Value)> {
+    let body: Bytes = axum::body::to_bytes(body, MAX_REQUEST_BODY).await.map_err(|_| {
+        KmsError::validation(format!(
+            "request body is larger than {MAX_REQUEST_BODY} bytes or could not be read"
+        ))
+    })?;
+
+    if parts.method != Method::POST || parts.uri.path() != "/" {
+        return Err(KmsError::new(
+            ErrorKind::UnknownOperation,
+            format!(
+                "{} {} is not a KMS request; send POST / with X-Amz-Target: TrentService.<Operation>",
+                parts.method,
+                parts.uri.path()
+            ),
+        ));
+    }
+
+    let principal = sigv4::verify(kms.credentials(), &parts.method, &parts.uri, &parts.headers, &body, SystemTime::now())?;
+    let access_key_id = principal.access_key_id.clone();
+    let principal_arn = principal.arn.clone();
+
+    let target = parts.headers.get("x-amz-target").and_then(|value| value.to_str().ok());
+    if !target.is_some_and(|target| target.starts_with(TARGET_PREFIX)) {
+        return Err(KmsError::new(
+            ErrorKind::UnknownOperation,
+            format!("X-Amz-Target is {target:?}; expected TrentService.<Operation>, e.g. TrentService.DescribeKey"),
+        ));
+    }
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    if !content_type.is_some_and(|value| value.starts_with(CONTENT_TYPE)) {
+        return Err(KmsError::new(
+            ErrorKind::Serialization,
+            format!("Content-Type is {content_type:?}; expected {CONTENT_TYPE}"),
+        ));
+    }
+
+    let kms = Arc::clone(kms);
+    let operation = operation.to_owned();
+    let request_id = request_id.to_owned();
+    let value = tokio::task::spawn_blocking(move || {
+        let principal = kms
+            .credentials()
+            .principal(&access_key_id)
+            .ok_or_else(|| KmsError::internal("authenticated principal disappeared"))?;
+        kms.handle(&operation, &body, Caller { principal, request_id: &request_id })
+    })
+    .await
+    .map_err(|error| KmsError::internal(format!("request task failed: {error}")))??;
+    Ok((principal_arn, value))
+}
