@@ -1,0 +1,42 @@
+//! `enclave-agent mock-ca init --dir DIR`: create the mock NSM's CA store.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use aws_lc_rs::digest::{SHA256, digest};
+
+use crate::nsm::{CaStore, NsmError, init_ca};
+
+/// Arguments of `mock-ca init`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MockCaArgs {
+    /// Directory of the store; created with mode 0700 if missing. Pass DIR/root.pem to
+    /// verifiers (kms-local --trust-root, verify-attestation --root).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Exit successfully, leaving the store unchanged, if DIR already holds one.
+    #[arg(long)]
+    pub keep_existing: bool,
+}
+
+/// Creates the store (or, with `--keep-existing`, accepts an existing one) and
+/// prints the root certificate's path, its SHA-256 and the mock instance id.
+pub fn run(args: &MockCaArgs) -> anyhow::Result<()> {
+    match init_ca(&args.dir) {
+        Ok(()) => {}
+        Err(NsmError::AlreadyInitialised { .. }) if args.keep_existing => {
+            tracing::info!(dir = %args.dir.display(), "mock CA store exists, keeping it");
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot initialise the mock CA store in {}", args.dir.display()));
+        }
+    }
+
+    let store =
+        CaStore::open(&args.dir).with_context(|| format!("cannot open the mock CA store in {}", args.dir.display()))?;
+    let root_sha256 = store.cabundle().first().map(|der| hex::encode(digest(&SHA256, der))).unwrap_or_default();
+    println!("root certificate: {}", store.root_path().display());
+    println!("root SHA-256:     {root_sha256}");
+    println!("instance id:      {}", store.instance_id());
+    Ok(())
+}

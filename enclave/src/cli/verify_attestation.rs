@@ -1,0 +1,202 @@
+//! `enclave-agent verify-attestation FILE`: verify an attestation document and
+//! print a summary of it.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use recipient_common::attestation::{TimeMode, VerifiedDocument, Verifier, VerifyOptions};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The largest document file read: KMS accepts attestation documents of up to 256 KiB.
+const MAX_DOCUMENT_FILE: u64 = 256 * 1024 * 4 / 3 + 4096;
+
+/// How the summary is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// The instant `--at` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyAt {
+    /// The document's own timestamp.
+    Document,
+    /// A given instant.
+    Instant(SystemTime),
+}
+
+impl FromStr for VerifyAt {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("document") {
+            return Ok(VerifyAt::Document);
+        }
+        let instant = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
+            format!("`{text}` is neither `document` nor an RFC 3339 time such as 2024-09-07T14:40:00Z: {e}")
+        })?;
+        Ok(VerifyAt::Instant(instant.into()))
+    }
+}
+
+/// Arguments of `verify-attestation`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyAttestationArgs {
+    /// The document: binary CBOR, or base64 text of it; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// PEM file of a root certificate to trust besides the AWS Nitro Enclaves root G1 (repeatable).
+    #[arg(long = "root", value_name = "PEM")]
+    pub roots: Vec<PathBuf>,
+    /// Do not trust the built-in AWS Nitro Enclaves root G1.
+    #[arg(long)]
+    pub no_aws_root: bool,
+    /// Check certificates at this RFC 3339 instant, or at the document's own timestamp with
+    /// `document` (for archived documents). Default: now, with --max-age.
+    #[arg(long, value_name = "RFC3339|document", conflicts_with = "max_age")]
+    pub at: Option<VerifyAt>,
+    /// Maximum document age in seconds when verifying at the current time.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub max_age: u64,
+    /// Accept documents from debug-mode enclaves (PCR0, PCR1 and PCR2 all zero).
+    #[arg(long)]
+    pub allow_debug: bool,
+    /// Summary format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// Reads the document at `path`, decoding base64 text; binary CBOR is kept as is.
+pub fn read_document(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().take(MAX_DOCUMENT_FILE + 1).read_to_end(&mut bytes).context("cannot read standard input")?;
+    } else {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        file.take(MAX_DOCUMENT_FILE + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    if bytes.len() as u64 > MAX_DOCUMENT_FILE {
+        bail!("{} is larger than {MAX_DOCUMENT_FILE} bytes; attestation documents are at most 256 KiB", path.display());
+    }
+    Ok(decode_document(bytes))
+}
+
+/// Returns the CBOR of a document given as binary CBOR or as base64 text.
+///
+/// A COSE_Sign1 starts with 0x84 (untagged) or 0xD2 (tag 18), neither of
+/// which is a base64 character, so binary input is never mistaken for text.
+pub fn decode_document(bytes: Vec<u8>) -> Vec<u8> {
+    if matches!(bytes.first(), Some(0x84 | 0xd2)) {
+        return bytes;
+    }
+    let text: Vec<u8> = bytes.iter().copied().filter(|byte| !byte.is_ascii_whitespace()).collect();
+    match STANDARD.decode(&text) {
+        Ok(decoded) => decoded,
+        // Not base64 either: let the parser report what is wrong with the bytes.
+        Err(_) => bytes,
+    }
+}
+
+fn verifier(args: &VerifyAttestationArgs) -> anyhow::Result<Verifier> {
+    let mut verifier = if args.no_aws_root { Verifier::new() } else { Verifier::with_aws_root() };
+    for path in &args.roots {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read --root {}", path.display()))?;
+        verifier.add_root_pem(&pem).with_context(|| format!("--root {} is not a usable root", path.display()))?;
+    }
+    if args.no_aws_root && args.roots.is_empty() {
+        bail!("--no-aws-root leaves no trusted root; add one with --root PEM");
+    }
+    Ok(verifier)
+}
+
+fn options(args: &VerifyAttestationArgs) -> VerifyOptions {
+    let time = match args.at {
+        Some(VerifyAt::Document) => TimeMode::DocumentTime,
+        Some(VerifyAt::Instant(instant)) => TimeMode::At(instant),
+        None => TimeMode::Live { max_age: Duration::from_secs(args.max_age) },
+    };
+    VerifyOptions { time, allow_debug: args.allow_debug }
+}
+
+fn rfc3339(instant: OffsetDateTime) -> String {
+    instant.format(&Rfc3339).unwrap_or_else(|_| instant.unix_timestamp().to_string())
+}
+
+fn timestamp_rfc3339(millis: u64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .map_or_else(|_| format!("{millis} ms"), rfc3339)
+}
+
+fn field_size(field: &Option<Vec<u8>>) -> String {
+    field.as_ref().map_or_else(|| "null".to_owned(), |bytes| format!("{} bytes", bytes.len()))
+}
+
+/// Formats the summary of a verified document as text.
+pub fn summary_text(verified: &VerifiedDocument) -> String {
+    let document = verified.document();
+    let mut lines = vec![
+        "attestation document is valid".to_owned(),
+        format!("module_id:   {}", document.module_id),
+        format!("timestamp:   {} ({} ms)", timestamp_rfc3339(document.timestamp), document.timestamp),
+        format!("verified at: {}", rfc3339(verified.verified_at())),
+        format!("debug mode:  {}", if verified.is_debug_mode() { "yes (PCR0-2 are zero)" } else { "no" }),
+        format!("public_key:  {}", field_size(&document.public_key)),
+        format!("user_data:   {}", field_size(&document.user_data)),
+        format!("nonce:       {}", field_size(&document.nonce)),
+        "pcrs:".to_owned(),
+    ];
+    lines.extend(document.pcrs.iter().map(|(index, value)| format!("  PCR{index:<2} {}", hex::encode(value))));
+    lines.push(format!("chain (root first, root SHA-256 {}):", verified.root_sha256()));
+    lines.extend(verified.chain_subjects().iter().map(|subject| format!("  {subject}")));
+    lines.join("\n")
+}
+
+/// Formats the summary of a verified document as JSON.
+pub fn summary_json(verified: &VerifiedDocument) -> serde_json::Value {
+    let document = verified.document();
+    let size = |field: &Option<Vec<u8>>| field.as_ref().map(Vec::len);
+    let pcrs: serde_json::Map<String, serde_json::Value> =
+        document.pcrs.iter().map(|(index, value)| (index.to_string(), hex::encode(value).into())).collect();
+    serde_json::json!({
+        "valid": true,
+        "module_id": document.module_id,
+        "timestamp": document.timestamp,
+        "timestamp_rfc3339": timestamp_rfc3339(document.timestamp),
+        "verified_at": rfc3339(verified.verified_at()),
+        "debug_mode": verified.is_debug_mode(),
+        "digest": document.digest,
+        "pcrs": pcrs,
+        "public_key_len": size(&document.public_key),
+        "user_data_len": size(&document.user_data),
+        "nonce_len": size(&document.nonce),
+        "root_sha256": verified.root_sha256(),
+        "chain": verified.chain_subjects(),
+    })
+}
+
+/// Verifies the document and prints its summary; a failed verification is
+/// returned as an error whose source is the named
+/// [`recipient_common::attestation::AttestationError`].
+pub fn run(args: &VerifyAttestationArgs) -> anyhow::Result<()> {
+    let bytes = read_document(&args.file)?;
+    let verifier = verifier(args)?;
+
+    let verified = verifier
+        .verify(&bytes, &options(args))
+        .with_context(|| format!("attestation document {} is not valid", args.file.display()))?;
+
+    match args.output {
+        OutputFormat::Text => println!("{}", summary_text(&verified)),
+        OutputFormat::Json => println!("{}", summary_json(&verified)),
+    }
+    Ok(())
+}
