@@ -68,8 +68,13 @@ impl Binaries {
     }
 }
 
-/// Points every AWS setting of `command` at local, harmless values.
+/// Points every AWS setting of `command` at local, harmless values: the
+/// development credentials, no instance metadata, and empty config files.
 pub fn isolate_aws_environment(command: &mut Command, scratch: &Path) {
+    let config = scratch.join("aws-config-empty");
+    if !config.exists() {
+        let _ = std::fs::write(&config, b"");
+    }
     for variable in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS", "AWS_ROLE_ARN"] {
         command.env_remove(variable);
     }
@@ -78,8 +83,8 @@ pub fn isolate_aws_environment(command: &mut Command, scratch: &Path) {
         .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
         .env("AWS_REGION", REGION)
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", scratch.join("no-aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", scratch.join("no-aws-credentials"));
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &config);
 }
 
 /// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
@@ -95,7 +100,13 @@ impl Service {
     /// Starts `command` and waits for a stdout line that starts with
     /// `ready_prefix`; the rest of that line is the service's address.
     pub fn start(name: &str, mut command: Command, ready_prefix: &str) -> anyhow::Result<Self> {
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        command.stderr(Stdio::inherit());
+        Self::start_with_stderr(name, command, ready_prefix)
+    }
+
+    /// Like [`Service::start`], but leaves stderr as `command` sets it.
+    pub fn start_with_stderr(name: &str, mut command: Command, ready_prefix: &str) -> anyhow::Result<Self> {
+        command.stdin(Stdio::null()).stdout(Stdio::piped());
         let mut child = command.spawn().with_context(|| format!("cannot start {name}"))?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
 

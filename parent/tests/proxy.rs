@@ -1,0 +1,481 @@
+//! parent-proxy as a real process on loopback, driven with protocol frames,
+//! in front of a test KMS endpoint whose behaviour each test chooses.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use recipient_common::protocol::{
+    self, DEFAULT_MAX_FRAME_LEN, DeriveSharedSecretRequest, ErrorFrame, GenerateRandomRequest, Operation, Output,
+    Recipient, Request, Response,
+};
+use recipient_common::transport::{self, Address, Stream};
+use recipient_tests::{Service, isolate_aws_environment};
+use serde_bytes::ByteBuf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How the test KMS endpoint answers.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    /// A DeriveSharedSecret response with a CiphertextForRecipient.
+    Ok,
+    /// Sleeps this long, then answers as `Ok`.
+    Slow(Duration),
+    /// Answers 500 KMSInternalException to the first request, then as `Ok`.
+    FailOnce,
+    /// Answers 400 AccessDeniedException.
+    Deny,
+}
+
+/// A minimal HTTP/1.1 server on 127.0.0.1 that plays KMS.
+struct TestKms {
+    url: String,
+    requests: Arc<AtomicUsize>,
+}
+
+async fn start_test_kms(behaviour: Behaviour) -> TestKms {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(serve_http(stream, behaviour, counter));
+        }
+    });
+    TestKms { url, requests }
+}
+
+async fn serve_http(mut stream: tokio::net::TcpStream, behaviour: Behaviour, counter: Arc<AtomicUsize>) {
+    let mut buffer = Vec::new();
+    loop {
+        // Read one request: headers, then Content-Length bytes of body.
+        let header_end = loop {
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let headers = String::from_utf8_lossy(&buffer[..header_end]).to_lowercase();
+        let length: usize = headers
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .map_or(0, |value| value.trim().parse().unwrap());
+        while buffer.len() < header_end + length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buffer.drain(..header_end + length);
+
+        let number = counter.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = match behaviour {
+            Behaviour::Ok => (200, ok_body()),
+            Behaviour::Slow(delay) => {
+                tokio::time::sleep(delay).await;
+                (200, ok_body())
+            }
+            Behaviour::FailOnce if number == 0 => {
+                (500, r#"{"__type":"KMSInternalException","message":"try again"}"#.to_owned())
+            }
+            Behaviour::FailOnce => (200, ok_body()),
+            Behaviour::Deny => {
+                (400, r#"{"__type":"AccessDeniedException","message":"no attestation condition matched"}"#.to_owned())
+            }
+        };
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-requestid: test-{number}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn ok_body() -> String {
+    // "MIAGCSqGSIb3DQEHA6CAMIAC" is the start of a BER EnvelopedData; the
+    // proxy passes it through without opening it.
+    r#"{"KeyId":"arn:aws:kms:us-east-1:111122223333:key/test","CiphertextForRecipient":"MIAGCSqGSIb3DQEHA6CAMIAC","KeyAgreementAlgorithm":"ECDH","KeyOrigin":"AWS_KMS"}"#.to_owned()
+}
+
+/// Starts parent-proxy in front of `endpoint`, logging to `log`.
+fn start_proxy(scratch: &Path, endpoint: &str, extra: &[&str]) -> Service {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
+    isolate_aws_environment(&mut command, scratch);
+    command.args(["--listen", "tcp://127.0.0.1:0", "--endpoint-url", endpoint, "--region", "us-east-1"]);
+    command.args(extra);
+    let log = std::fs::File::create(scratch.join("parent.log")).unwrap();
+    command.env("RUST_LOG", "info").stderr(Stdio::from(log));
+    let mut service = Service::start_with_stderr("parent-proxy", command, "parent-proxy listening on ").unwrap();
+    service.address = service.address.trim().to_owned();
+    service
+}
+
+fn read_log(scratch: &Path) -> String {
+    std::fs::read_to_string(scratch.join("parent.log")).unwrap()
+}
+
+fn derive_request(id: u64) -> Request {
+    Request::new(
+        id,
+        Operation::DeriveSharedSecret(DeriveSharedSecretRequest {
+            key_id: "alias/test".to_owned(),
+            key_agreement_algorithm: "ECDH".to_owned(),
+            public_key: ByteBuf::from(vec![0x30, 0x59]),
+            grant_tokens: vec![],
+            dry_run: false,
+            recipient: Some(Recipient::new(vec![0x84, 0x44, 0xa1, 0x01, 0x38, 0x22])),
+        }),
+    )
+}
+
+async fn connect(service: &Service) -> Stream {
+    transport::connect(&service.address.parse::<Address>().unwrap()).await.unwrap()
+}
+
+async fn call(stream: &mut Stream, request: &Request) -> Response {
+    protocol::write_frame(stream, request, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    protocol::read_frame(stream, DEFAULT_MAX_FRAME_LEN).await.unwrap()
+}
+
+fn assert_ok(response: &Response) {
+    match &response.result {
+        Ok(Output::DeriveSharedSecret(output)) => {
+            assert_eq!(output.key_id.as_deref(), Some("arn:aws:kms:us-east-1:111122223333:key/test"));
+            assert_eq!(output.ciphertext_for_recipient.as_deref().map(|b| b.len()), Some(18));
+        }
+        other => panic!("expected a DeriveSharedSecret output, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn forwards_and_passes_kms_errors() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Ok).await;
+    let proxy = start_proxy(scratch.path(), &kms.url, &[]);
+    let mut stream = connect(&proxy).await;
+
+    let response = call(&mut stream, &derive_request(7)).await;
+    assert_eq!(response.id, 7);
+    assert_ok(&response);
+
+    let denying = start_test_kms(Behaviour::Deny).await;
+    let denied_proxy = start_proxy(scratch.path(), &denying.url, &[]);
+    let mut stream = connect(&denied_proxy).await;
+    let response = call(&mut stream, &derive_request(8)).await;
+    match response.result {
+        Err(ErrorFrame::Kms { name, message, request_id }) => {
+            assert_eq!(name, "AccessDeniedException");
+            assert_eq!(message, "no attestation condition matched");
+            assert_eq!(request_id.as_deref(), Some("test-0"));
+        }
+        other => panic!("expected a KMS error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unreachable_kms_is_typed_within_timeout() {
+    let scratch = tempfile::tempdir().unwrap();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let proxy = start_proxy(scratch.path(), &url, &["--max-attempts", "1", "--request-timeout", "5"]);
+    let mut stream = connect(&proxy).await;
+
+    let started = Instant::now();
+    let response = call(&mut stream, &derive_request(1)).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(matches!(response.result, Err(ErrorFrame::KmsUnreachable { .. })), "{:?}", response.result);
+}
+
+#[tokio::test]
+async fn slow_kms_times_out() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Slow(Duration::from_secs(10))).await;
+    let proxy = start_proxy(scratch.path(), &kms.url, &["--max-attempts", "1", "--request-timeout", "1"]);
+    let mut stream = connect(&proxy).await;
+
+    let started = Instant::now();
+    let response = call(&mut stream, &derive_request(1)).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(matches!(response.result, Err(ErrorFrame::KmsTimeout { .. })), "{:?}", response.result);
+}
+
+#[tokio::test]
+async fn retry_after_500_succeeds_and_is_logged() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::FailOnce).await;
+    let proxy = start_proxy(scratch.path(), &kms.url, &["--max-attempts", "3"]);
+    let mut stream = connect(&proxy).await;
+
+    let response = call(&mut stream, &derive_request(1)).await;
+    assert_ok(&response);
+    assert_eq!(kms.requests.load(Ordering::SeqCst), 2);
+    let log = read_log(scratch.path());
+    assert!(log.contains("retrying KMS call") && log.contains("attempt=2"), "{log}");
+}
+
+#[tokio::test]
+async fn allowlists_and_attestation_rule_refuse() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Ok).await;
+    let proxy = start_proxy(
+        scratch.path(),
+        &kms.url,
+        &["--allow-operation", "DeriveSharedSecret", "--allow-key", "alias/test"],
+    );
+    let mut stream = connect(&proxy).await;
+
+    let random = Request::new(
+        1,
+        Operation::GenerateRandom(GenerateRandomRequest {
+            number_of_bytes: 32,
+            custom_key_store_id: None,
+            recipient: Some(Recipient::new(vec![1])),
+        }),
+    );
+    let response = call(&mut stream, &random).await;
+    assert!(matches!(&response.result, Err(ErrorFrame::Refused { rule, .. }) if rule == "allow-operation"), "{response:?}");
+
+    let mut other_key = derive_request(2);
+    if let Operation::DeriveSharedSecret(request) = &mut other_key.operation {
+        request.key_id = "alias/other".to_owned();
+    }
+    let response = call(&mut stream, &other_key).await;
+    assert!(matches!(&response.result, Err(ErrorFrame::Refused { rule, .. }) if rule == "allow-key"), "{response:?}");
+
+    let mut unattested = derive_request(3);
+    if let Operation::DeriveSharedSecret(request) = &mut unattested.operation {
+        request.recipient = None;
+    }
+    let response = call(&mut stream, &unattested).await;
+    assert!(
+        matches!(&response.result, Err(ErrorFrame::Refused { rule, .. }) if rule == "allow-unattested"),
+        "{response:?}"
+    );
+    assert_eq!(kms.requests.load(Ordering::SeqCst), 0, "nothing refused may reach KMS");
+
+    let response = call(&mut stream, &derive_request(4)).await;
+    assert_ok(&response);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_frames_do_not_stop_service() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Ok).await;
+    let proxy = start_proxy(scratch.path(), &kms.url, &["--max-frame-bytes", "4096"]);
+
+    // A body that is not CBOR: typed error, and the connection goes on.
+    let mut stream = connect(&proxy).await;
+    stream.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    let response: Response = protocol::read_frame(&mut stream, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    assert!(matches!(response.result, Err(ErrorFrame::Malformed { .. })), "{response:?}");
+    assert_ok(&call(&mut stream, &derive_request(2)).await);
+
+    // An oversized frame: typed error, then the proxy closes that connection.
+    let mut big = connect(&proxy).await;
+    big.write_all(&100_000u32.to_be_bytes()).await.unwrap();
+    let response: Response = protocol::read_frame(&mut big, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    match response.result {
+        Err(ErrorFrame::Malformed { message }) => assert!(message.contains("100000"), "{message}"),
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), big.read_to_end(&mut rest)).await.unwrap();
+    assert_eq!(read.unwrap(), 0, "the connection must be closed");
+
+    // A client that disconnects in the middle of a frame.
+    let mut cut = connect(&proxy).await;
+    let frame = protocol::encode_frame(&derive_request(3)).unwrap();
+    cut.write_all(&frame[..frame.len() / 2]).await.unwrap();
+    drop(cut);
+
+    let mut other = connect(&proxy).await;
+    assert_ok(&call(&mut other, &derive_request(4)).await);
+}
+
+#[tokio::test]
+async fn client_disconnecting_mid_request_does_not_stop_service() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Slow(Duration::from_millis(500))).await;
+    let proxy = start_proxy(scratch.path(), &kms.url, &[]);
+
+    let mut leaving = connect(&proxy).await;
+    protocol::write_frame(&mut leaving, &derive_request(1), DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    drop(leaving);
+
+    let mut stream = connect(&proxy).await;
+    assert_ok(&call(&mut stream, &derive_request(2)).await);
+}
+
+#[tokio::test]
+async fn in_flight_limit_answers_busy() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Slow(Duration::from_millis(1500))).await;
+    let proxy = start_proxy(scratch.path(), &kms.url, &["--max-in-flight", "1"]);
+    let mut stream = connect(&proxy).await;
+
+    protocol::write_frame(&mut stream, &derive_request(1), DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    protocol::write_frame(&mut stream, &derive_request(2), DEFAULT_MAX_FRAME_LEN).await.unwrap();
+
+    // The busy answer to request 2 comes first: responses are not held in order.
+    let first: Response = protocol::read_frame(&mut stream, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    assert_eq!(first.id, 2);
+    assert!(matches!(first.result, Err(ErrorFrame::Busy { .. })), "{first:?}");
+    let second: Response = protocol::read_frame(&mut stream, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    assert_eq!(second.id, 1);
+    assert_ok(&second);
+}
+
+#[tokio::test]
+async fn slow_request_does_not_hold_up_the_next() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Slow(Duration::from_millis(300))).await;
+    let proxy = start_proxy(scratch.path(), &kms.url, &[]);
+    let mut stream = connect(&proxy).await;
+
+    let started = Instant::now();
+    for id in 1..=8 {
+        protocol::write_frame(&mut stream, &derive_request(id), DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for _ in 1..=8 {
+        let response: Response = protocol::read_frame(&mut stream, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+        assert_ok(&response);
+        ids.push(response.id);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=8).collect::<Vec<_>>());
+    // Eight sequential calls would take at least 2.4 s.
+    assert!(started.elapsed() < Duration::from_millis(2000), "took {:?}", started.elapsed());
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn thousand_idle_connections_keep_memory_bounded() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Ok).await;
+    let proxy = start_proxy(scratch.path(), &kms.url, &[]);
+    let mut warm = connect(&proxy).await;
+    assert_ok(&call(&mut warm, &derive_request(1)).await);
+    let before = resident_kib(proxy.pid());
+
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(connect(&proxy).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stream = connect(&proxy).await;
+    assert_ok(&call(&mut stream, &derive_request(2)).await);
+    let after = resident_kib(proxy.pid());
+
+    // Each idle connection costs a task and two small buffers: 1000 of them
+    // must stay well under 16 MiB, and the whole process under 50 MiB.
+    assert!(after.saturating_sub(before) < 16 * 1024, "grew from {before} KiB to {after} KiB");
+    assert!(after < 50 * 1024, "resident {after} KiB");
+    drop(idle);
+}
+
+#[tokio::test]
+async fn connection_limit_answers_busy() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Ok).await;
+    let proxy = start_proxy(scratch.path(), &kms.url, &["--max-connections", "2"]);
+    let _first = connect(&proxy).await;
+    let _second = connect(&proxy).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut third = connect(&proxy).await;
+    let response: Response = protocol::read_frame(&mut third, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    assert_eq!(response.id, 0);
+    assert!(matches!(response.result, Err(ErrorFrame::Busy { .. })), "{response:?}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Slow(Duration::from_millis(800))).await;
+    let mut proxy = start_proxy(scratch.path(), &kms.url, &["--shutdown-grace", "10"]);
+    let mut stream = connect(&proxy).await;
+
+    for id in 1..=20 {
+        protocol::write_frame(&mut stream, &derive_request(id), DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.signal("TERM").unwrap();
+
+    let mut ids = Vec::new();
+    for _ in 1..=20 {
+        let response: Response = protocol::read_frame(&mut stream, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+        assert_ok(&response);
+        ids.push(response.id);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)).unwrap(), Some(0));
+
+    // After the stop, new connections are refused.
+    let address = proxy.address.parse::<Address>().unwrap();
+    assert!(transport::connect(&address).await.is_err());
+}
+
+#[tokio::test]
+async fn metrics_and_health_are_served() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Ok).await;
+    let metrics_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let metrics_address = format!("127.0.0.1:{metrics_port}");
+    let proxy = start_proxy(scratch.path(), &kms.url, &["--metrics-listen", &metrics_address, "--log-format", "json"]);
+    let mut stream = connect(&proxy).await;
+    assert_ok(&call(&mut stream, &derive_request(1)).await);
+
+    let health = http_get(&metrics_address, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("ok\n"), "{health}");
+    let metrics = http_get(&metrics_address, "/metrics").await;
+    assert!(
+        metrics.contains("parent_proxy_requests_total{operation=\"DeriveSharedSecret\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("parent_proxy_connections 1"), "{metrics}");
+
+    // JSON logs: one line per request with the ids and no document bytes.
+    let log = read_log(scratch.path());
+    let line = log.lines().find(|l| l.contains("request forwarded")).expect("a request log line");
+    let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(entry["fields"]["request_id"], 1);
+    assert_eq!(entry["fields"]["operation"], "DeriveSharedSecret");
+    assert_eq!(entry["fields"]["key_id"], "alias/test");
+    assert_eq!(entry["fields"]["kms_request_id"], "test-0");
+    assert_eq!(entry["fields"]["document"].as_str().unwrap().len(), 16);
+}
+
+async fn http_get(address: &str, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
