@@ -1,0 +1,203 @@
+//! The connection from the enclave to `parent-proxy`.
+//!
+//! One connection carries many requests at once: each request gets a fresh
+//! id, a reader task hands each response to the caller waiting for its id,
+//! and a broken connection fails the requests in flight with a transport
+//! error and is replaced by a new one on the next call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use recipient_common::protocol::{self, ErrorFrame, FrameError, Operation, Output, Request, Response};
+use recipient_common::transport::{self, Address, Stream, TransportError};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::{Mutex, oneshot};
+use tracing::{debug, warn};
+
+/// Errors on the way to the parent and back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParentError {
+    #[error(transparent)]
+    Connect(#[from] TransportError),
+    #[error("connection to the parent at {address} failed: {source}")]
+    Frame { address: String, source: FrameError },
+    #[error("no response from the parent at {address} within {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
+    #[error("the parent at {address} closed the connection before answering")]
+    Disconnected { address: String },
+    /// The parent answered with a typed error.
+    #[error(transparent)]
+    Remote(ErrorFrame),
+}
+
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Output, ErrorFrame>>>>>;
+
+struct Connection {
+    writer: Mutex<WriteHalf<Stream>>,
+    pending: Pending,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A client of `parent-proxy`.
+pub struct ParentClient {
+    address: Address,
+    timeout: Duration,
+    max_frame_len: u32,
+    next_id: AtomicU64,
+    connection: Mutex<Option<Arc<Connection>>>,
+}
+
+impl std::fmt::Debug for ParentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParentClient").field("address", &self.address).field("timeout", &self.timeout).finish()
+    }
+}
+
+impl ParentClient {
+    /// Creates a client; the connection opens on the first call.
+    pub fn new(address: Address, timeout: Duration) -> Self {
+        // Ids start from the clock so that two processes on one connection
+        // log apart; uniqueness within a client is what matters.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 & 0xffff_ffff_0000)
+            .unwrap_or(0);
+        Self {
+            address,
+            timeout,
+            max_frame_len: protocol::DEFAULT_MAX_FRAME_LEN,
+            next_id: AtomicU64::new(seed + 1),
+            connection: Mutex::new(None),
+        }
+    }
+
+    /// The parent's address.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Sends `operation` and waits for its output, at most the client's timeout.
+    pub async fn call(&self, operation: Operation) -> Result<Output, ParentError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let address = self.address.to_string();
+        match tokio::time::timeout(self.timeout, self.call_inner(id, operation)).await {
+            Ok(result) => result,
+            Err(_) => {
+                if let Some(connection) = self.connection.lock().await.as_ref() {
+                    lock_pending(&connection.pending).remove(&id);
+                }
+                Err(ParentError::Timeout { address, timeout: self.timeout })
+            }
+        }
+    }
+
+    async fn call_inner(&self, id: u64, operation: Operation) -> Result<Output, ParentError> {
+        let connection = self.connection().await?;
+        let (sender, receiver) = oneshot::channel();
+        lock_pending(&connection.pending).insert(id, sender);
+
+        let request = Request::new(id, operation);
+        let written = {
+            let mut writer = connection.writer.lock().await;
+            protocol::write_frame(&mut *writer, &request, self.max_frame_len).await
+        };
+        if let Err(source) = written {
+            lock_pending(&connection.pending).remove(&id);
+            if !matches!(source, FrameError::TooLarge { .. }) {
+                self.discard(&connection).await;
+            }
+            return Err(ParentError::Frame { address: self.address.to_string(), source });
+        }
+
+        match receiver.await {
+            Ok(result) => result.map_err(ParentError::Remote),
+            Err(_) => Err(ParentError::Disconnected { address: self.address.to_string() }),
+        }
+    }
+
+    async fn connection(&self) -> Result<Arc<Connection>, ParentError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            if connection.alive.load(Ordering::Acquire) {
+                return Ok(Arc::clone(connection));
+            }
+        }
+
+        let stream = transport::connect(&self.address).await?;
+        debug!(address = %self.address, "connected to the parent");
+        let (reader, writer) = tokio::io::split(stream);
+        let connection = Arc::new(Connection {
+            writer: Mutex::new(writer),
+            pending: Arc::default(),
+            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        });
+        tokio::spawn(read_responses(
+            reader,
+            Arc::clone(&connection.pending),
+            Arc::clone(&connection.alive),
+            self.max_frame_len,
+            self.address.to_string(),
+        ));
+        *slot = Some(Arc::clone(&connection));
+        Ok(connection)
+    }
+
+    async fn discard(&self, connection: &Arc<Connection>) {
+        connection.alive.store(false, Ordering::Release);
+        let mut slot = self.connection.lock().await;
+        if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, connection)) {
+            *slot = None;
+        }
+    }
+}
+
+fn lock_pending(
+    pending: &Pending,
+) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<Output, ErrorFrame>>>> {
+    pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Hands each response to the caller waiting for its id, until the
+/// connection ends; then fails every request still waiting.
+async fn read_responses(
+    mut reader: ReadHalf<Stream>,
+    pending: Pending,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    max_frame_len: u32,
+    address: String,
+) {
+    loop {
+        match protocol::read_frame::<_, Response>(&mut reader, max_frame_len).await {
+            Ok(response) => {
+                let waiter = lock_pending(&pending).remove(&response.id);
+                match waiter {
+                    Some(waiter) => {
+                        let _ = waiter.send(response.result);
+                    }
+                    None if response.id == 0 => {
+                        // Id 0 is a connection-level error (the parent could
+                        // not read a request's id); every waiter gets it.
+                        if let Err(error) = response.result {
+                            warn!(%address, %error, "parent reported a connection error");
+                            for (_, waiter) in lock_pending(&pending).drain() {
+                                let _ = waiter.send(Err(error.clone()));
+                            }
+                        }
+                    }
+                    None => warn!(%address, id = response.id, "response for an unknown request id; ignored"),
+                }
+            }
+            Err(FrameError::Closed) => break,
+            Err(error) => {
+                warn!(%address, %error, "reading from the parent failed");
+                break;
+            }
+        }
+    }
+    alive.store(false, Ordering::Release);
+    // Dropping the senders wakes every waiter with `Disconnected`.
+    lock_pending(&pending).clear();
+}
