@@ -116,6 +116,7 @@ async fn serve(address: SocketAddr, kms: Kms) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on --listen {address}"))?;
     let bound = listener.local_addr().context("cannot read the bound address")?;
+    let shutdown = shutdown_signal()?;
     if !bound.ip().is_loopback() {
         tracing::warn!(%bound, "listening on a non-loopback address; anyone who can reach it can use the configured credentials");
     }
@@ -126,30 +127,23 @@ async fn serve(address: SocketAddr, kms: Kms) -> anyhow::Result<()> {
         stdout.flush().context("cannot write to stdout")?;
     }
 
-    kms_local::serve(listener, Arc::new(kms), shutdown_signal())
+    kms_local::serve(listener, Arc::new(kms), shutdown)
         .await
         .context("server failed")?;
     tracing::info!("kms-local stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; stop with SIGINT");
-                let _ = interrupt.await;
-            }
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, so a signal that arrives before the future is polled still counts.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
 }
