@@ -23,9 +23,11 @@ pub const PCR_LEN: usize = SHA384_OUTPUT_LEN;
 /// A 48-byte SHA-384 PCR value.
 pub type Pcr = [u8; PCR_LEN];
 
-/// The `HashAlgorithm` string nitro-cli prints next to the PCRs (the Rust
-/// `Debug` form of its SHA-384 hasher), kept so that scripts that compare the
-/// whole `Measurements` object keep working.
+/// The `HashAlgorithm` string nitro-cli prints next to the PCRs, as the AWS
+/// documentation of `describe-eif` shows it. It is the `Debug` form of the
+/// hasher nitro-cli was built with, so it can differ between builds: the
+/// `aws-nitro-enclaves-image-format` crate 0.8.1 with sha2 0.10.9 prints
+/// `Sha512_48 { .. }`. Compare PCR values, not this string.
 pub const HASH_ALGORITHM: &str = "Sha384 { ... }";
 
 /// The PCRs an image produces at launch.

@@ -1,0 +1,397 @@
+//! The `eif-tool` binary end to end: reproducible ramdisks and images, PCR
+//! changes when an application file changes, signing with a key made by
+//! OpenSSL, `describe` output, policy generation and `policy-lint` exit
+//! codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+fn eif_tool(args: &[&str]) -> Output {
+    eif_tool_with_env(args, &[])
+}
+
+fn eif_tool_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eif-tool"));
+    command.args(args).env_remove("SOURCE_DATE_EPOCH");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "eif-tool failed with {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A boot tree (a stand-in init) and an application tree.
+struct Trees {
+    dir: tempfile::TempDir,
+    boot: PathBuf,
+    app: PathBuf,
+    kernel: PathBuf,
+}
+
+fn trees() -> Trees {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot");
+    let app = dir.path().join("app");
+    fs::create_dir_all(boot.join("sbin")).unwrap();
+    fs::write(boot.join("sbin/init"), b"stand-in init").unwrap();
+    fs::set_permissions(boot.join("sbin/init"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(app.join("rootfs/usr/bin")).unwrap();
+    fs::write(app.join("rootfs/usr/bin/enclave-agent"), b"agent version 1").unwrap();
+    fs::write(app.join("cmd"), b"/usr/bin/enclave-agent\n").unwrap();
+    fs::write(app.join("env"), b"RUST_LOG=info\n").unwrap();
+    let kernel = dir.path().join("bzImage");
+    fs::write(&kernel, b"stand-in kernel").unwrap();
+    Trees { dir, boot, app, kernel }
+}
+
+fn set_mtime(path: &Path, seconds: u64) {
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+    let file = fs::File::options().read(true).open(path).unwrap();
+    file.set_modified(time).unwrap();
+}
+
+fn touch_all(root: &Path, seconds: u64) {
+    for entry in fs::read_dir(root).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            touch_all(&entry.path(), seconds);
+        }
+        set_mtime(&entry.path(), seconds);
+    }
+}
+
+/// Builds boot and application ramdisks and an image; returns the image
+/// bytes and its `describe` JSON.
+fn build_image(trees: &Trees, name: &str) -> (Vec<u8>, Value) {
+    let boot = trees.dir.path().join(format!("{name}-boot.cpio"));
+    let app = trees.dir.path().join(format!("{name}-app.cpio"));
+    let image = trees.dir.path().join(format!("{name}.eif"));
+    success(&eif_tool(&["ramdisk", path(&trees.boot), "-o", path(&boot)]));
+    success(&eif_tool(&["ramdisk", path(&trees.app), "-o", path(&app)]));
+    let built = success(&eif_tool(&[
+        "build",
+        "--kernel",
+        path(&trees.kernel),
+        "--cmdline",
+        "console=ttyS0",
+        "--ramdisk",
+        path(&boot),
+        "--ramdisk",
+        path(&app),
+        "--image-name",
+        "test",
+        "-o",
+        path(&image),
+    ]));
+    let described: Value = serde_json::from_str(&success(&eif_tool(&["describe", path(&image)]))).unwrap();
+    let built: Value = serde_json::from_str(&built).unwrap();
+    assert_eq!(built["Measurements"], described["Measurements"]);
+    (fs::read(&image).unwrap(), described)
+}
+
+#[test]
+fn ramdisk_bytes_ignore_modification_times() {
+    let trees = trees();
+    let first = trees.dir.path().join("first.cpio");
+    let second = trees.dir.path().join("second.cpio");
+
+    touch_all(&trees.app, 1_000_000_000);
+    success(&eif_tool(&["ramdisk", path(&trees.app), "-o", path(&first)]));
+    touch_all(&trees.app, 1_600_000_000);
+    success(&eif_tool(&["ramdisk", path(&trees.app), "-o", path(&second)]));
+
+    assert_eq!(fs::read(&first).unwrap(), fs::read(&second).unwrap());
+}
+
+#[test]
+fn ramdisk_mtime_comes_from_source_date_epoch() {
+    let trees = trees();
+    let archive = trees.dir.path().join("dated.cpio");
+
+    success(&eif_tool_with_env(&["ramdisk", path(&trees.app), "-o", path(&archive)], &[("SOURCE_DATE_EPOCH", "1700000000")]));
+
+    let bytes = fs::read(&archive).unwrap();
+    // The mtime is the sixth 8-digit field after the 6-byte magic.
+    assert_eq!(&bytes[6 + 5 * 8..6 + 6 * 8], format!("{:08x}", 1_700_000_000).as_bytes());
+}
+
+#[test]
+fn invalid_source_date_epoch_is_rejected() {
+    let trees = trees();
+    let archive = trees.dir.path().join("bad.cpio");
+
+    let output = eif_tool_with_env(&["ramdisk", path(&trees.app), "-o", path(&archive)], &[("SOURCE_DATE_EPOCH", "yesterday")]);
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SOURCE_DATE_EPOCH=yesterday is invalid"));
+    assert!(!archive.exists());
+}
+
+#[test]
+fn images_from_retouched_trees_are_identical() {
+    let trees = trees();
+
+    touch_all(&trees.boot, 1_000_000_000);
+    touch_all(&trees.app, 1_000_000_000);
+    let (first, first_description) = build_image(&trees, "first");
+    touch_all(&trees.boot, 1_700_000_000);
+    touch_all(&trees.app, 1_700_000_000);
+    let (second, second_description) = build_image(&trees, "second");
+
+    assert_eq!(first_description["Measurements"], second_description["Measurements"]);
+    assert_eq!(first, second);
+}
+
+#[test]
+fn application_change_keeps_pcr1() {
+    let trees = trees();
+
+    let (_, before) = build_image(&trees, "before");
+    fs::write(trees.app.join("rootfs/usr/bin/enclave-agent"), b"agent version 2").unwrap();
+    let (_, after) = build_image(&trees, "after");
+
+    let (before, after) = (&before["Measurements"], &after["Measurements"]);
+    assert_ne!(before["PCR0"], after["PCR0"]);
+    assert_ne!(before["PCR2"], after["PCR2"]);
+    assert_eq!(before["PCR1"], after["PCR1"]);
+}
+
+#[test]
+fn describe_prints_nitro_cli_fields() {
+    let trees = trees();
+
+    let (bytes, described) = build_image(&trees, "described");
+
+    assert_eq!(described["EifVersion"], 4);
+    assert_eq!(described["Architecture"], "x86_64");
+    assert_eq!(described["IsSigned"], false);
+    assert_eq!(described["CheckCRC"], true);
+    assert_eq!(described["ImageName"], "test");
+    assert_eq!(described["Metadata"]["BuildTime"], "1970-01-01T00:00:00Z");
+    assert_eq!(described["Measurements"]["HashAlgorithm"], "Sha384 { ... }");
+    for pcr in ["PCR0", "PCR1", "PCR2"] {
+        let value = described["Measurements"][pcr].as_str().unwrap();
+        assert_eq!(value.len(), 96, "{pcr}");
+        assert!(value.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)), "{pcr}");
+    }
+    assert!(described["Measurements"].get("PCR8").is_none());
+    let kinds: Vec<&str> = described["Sections"].as_array().unwrap().iter().map(|s| s["Type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["kernel", "cmdline", "metadata", "ramdisk", "ramdisk"]);
+    let last = described["Sections"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["Offset"].as_u64().unwrap() + 12 + last["Size"].as_u64().unwrap(), bytes.len() as u64);
+}
+
+#[test]
+fn describe_text_lists_pcrs() {
+    let trees = trees();
+    let (_, described) = build_image(&trees, "text");
+    let image = trees.dir.path().join("text.eif");
+
+    let text = success(&eif_tool(&["describe", path(&image), "--output", "text"]));
+
+    let pcr0 = described["Measurements"]["PCR0"].as_str().unwrap();
+    assert!(text.contains(&format!("PCR0  {pcr0}")), "{text}");
+    assert!(text.contains("Signature        none"), "{text}");
+}
+
+#[test]
+fn describe_rejects_corrupt_image_with_exit_2() {
+    let trees = trees();
+    let (mut bytes, _) = build_image(&trees, "corrupt");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    let corrupt = trees.dir.path().join("corrupt-copy.eif");
+    fs::write(&corrupt, &bytes).unwrap();
+
+    let output = eif_tool(&["describe", path(&corrupt)]);
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("eif-tool: invalid EIF"), "{stderr}");
+    assert!(stderr.contains("CRC mismatch"), "{stderr}");
+}
+
+fn openssl(args: &[&str]) {
+    let status = Command::new("openssl").args(args).status().unwrap();
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+/// PCR8 from a certificate and key made by OpenSSL (SEC 1 key preceded by
+/// an EC PARAMETERS block), checked against OpenSSL's own DER output.
+#[test]
+fn signed_build_with_openssl_key_has_pcr8() {
+    let trees = trees();
+    let key = trees.dir.path().join("key.pem");
+    let certificate = trees.dir.path().join("cert.pem");
+    let der = trees.dir.path().join("cert.der");
+    openssl(&["ecparam", "-name", "secp384r1", "-genkey", "-out", path(&key)]);
+    openssl(&["req", "-new", "-x509", "-key", path(&key), "-out", path(&certificate), "-days", "30", "-subj", "/CN=eif signer"]);
+    openssl(&["x509", "-in", path(&certificate), "-outform", "DER", "-out", path(&der)]);
+    let boot = trees.dir.path().join("boot.cpio");
+    let image = trees.dir.path().join("signed.eif");
+    success(&eif_tool(&["ramdisk", path(&trees.boot), "-o", path(&boot)]));
+
+    success(&eif_tool(&[
+        "build",
+        "--kernel",
+        path(&trees.kernel),
+        "--cmdline",
+        "console=ttyS0",
+        "--ramdisk",
+        path(&boot),
+        "--signing-certificate",
+        path(&certificate),
+        "--private-key",
+        path(&key),
+        "-o",
+        path(&image),
+    ]));
+    let described: Value = serde_json::from_str(&success(&eif_tool(&["describe", path(&image)]))).unwrap();
+
+    let expected = eif_tool::measure::measure_bytes(&fs::read(&der).unwrap());
+    assert_eq!(described["Measurements"]["PCR8"], hex::encode(expected));
+    assert_eq!(described["IsSigned"], true);
+    assert_eq!(described["SignatureCheck"], true);
+    assert_eq!(described["SigningCertificate"]["Subject"], "CN=eif signer");
+}
+
+#[test]
+fn build_with_key_of_other_certificate_fails() {
+    let trees = trees();
+    let key = trees.dir.path().join("key.pem");
+    let other_key = trees.dir.path().join("other.pem");
+    let certificate = trees.dir.path().join("cert.pem");
+    openssl(&["ecparam", "-name", "secp384r1", "-genkey", "-out", path(&key)]);
+    openssl(&["ecparam", "-name", "secp384r1", "-genkey", "-out", path(&other_key)]);
+    openssl(&["req", "-new", "-x509", "-key", path(&key), "-out", path(&certificate), "-days", "30", "-subj", "/CN=s"]);
+    let image = trees.dir.path().join("mismatch.eif");
+
+    let output = eif_tool(&[
+        "build",
+        "--kernel",
+        path(&trees.kernel),
+        "--cmdline",
+        "",
+        "--ramdisk",
+        path(&trees.kernel),
+        "--signing-certificate",
+        path(&certificate),
+        "--private-key",
+        path(&other_key),
+        "-o",
+        path(&image),
+    ]);
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("private key does not match"));
+    assert!(!image.exists());
+}
+
+#[test]
+fn build_without_kernel_fails() {
+    let trees = trees();
+    let image = trees.dir.path().join("none.eif");
+
+    let output = eif_tool(&["build", "--kernel", "/nonexistent/bzImage", "--cmdline", "", "--ramdisk", path(&trees.kernel), "-o", path(&image)]);
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/bzImage"));
+}
+
+#[test]
+fn policy_binds_pcr0_and_passes_lint() {
+    let trees = trees();
+    let (_, described) = build_image(&trees, "policy");
+    let image = trees.dir.path().join("policy.eif");
+    let policy_path = trees.dir.path().join("policy.json");
+
+    let policy = success(&eif_tool(&[
+        "policy",
+        "--eif",
+        path(&image),
+        "--principal",
+        "arn:aws:iam::111122223333:role/parent",
+        "--pcr",
+        "1",
+        "--pcr",
+        "2",
+    ]));
+    fs::write(&policy_path, &policy).unwrap();
+    let lint = eif_tool(&["policy-lint", path(&policy_path)]);
+
+    let policy: Value = serde_json::from_str(&policy).unwrap();
+    let condition = &policy["Statement"][1]["Condition"]["StringEqualsIgnoreCase"];
+    assert_eq!(condition["kms:RecipientAttestation:ImageSha384"], described["Measurements"]["PCR0"]);
+    assert_eq!(condition["kms:RecipientAttestation:PCR1"], described["Measurements"]["PCR1"]);
+    assert_eq!(condition["kms:RecipientAttestation:PCR2"], described["Measurements"]["PCR2"]);
+    assert_eq!(policy["Statement"][0]["Principal"]["AWS"], "arn:aws:iam::111122223333:root");
+    assert_eq!(lint.status.code(), Some(0), "{}", String::from_utf8_lossy(&lint.stdout));
+    assert!(String::from_utf8_lossy(&lint.stdout).contains("0 warnings"));
+}
+
+#[test]
+fn policy_rejects_invalid_principal() {
+    let trees = trees();
+    build_image(&trees, "principal");
+    let image = trees.dir.path().join("principal.eif");
+
+    let output = eif_tool(&["policy", "--eif", path(&image), "--principal", "parent-role"]);
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid principal ARN \"parent-role\""));
+}
+
+#[test]
+fn policy_lint_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    let broken = dir.path().join("broken.json");
+    fs::write(
+        &bad,
+        r#"{"Version": "2012-10-17", "Statement": [
+            {"Sid": "Everything", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+            {"Sid": "Enclave", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:role/parent"},
+             "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation": "abc"}}}
+        ]}"#,
+    )
+    .unwrap();
+    fs::write(&broken, "{").unwrap();
+
+    let flagged = eif_tool(&["policy-lint", path(&bad)]);
+    let as_json = eif_tool(&["policy-lint", path(&bad), "--output", "json"]);
+    let failed = eif_tool(&["policy-lint", path(&broken)]);
+
+    assert_eq!(flagged.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&flagged.stdout);
+    assert!(text.contains("statement 0 (Sid \"Everything\"): warning[recipient-allow-without-attestation]"), "{text}");
+    assert!(text.contains("warning[grant-bypass]"), "{text}");
+    assert!(text.contains("statement 1 (Sid \"Enclave\"): warning[unknown-condition-key]"), "{text}");
+    assert!(text.contains("4 warnings"), "{text}");
+    assert_eq!(as_json.status.code(), Some(1));
+    let findings: Value = serde_json::from_slice(&as_json.stdout).unwrap();
+    assert_eq!(findings.as_array().unwrap().len(), 4);
+    assert_eq!(findings[0]["kind"], "recipient-allow-without-attestation");
+    assert_eq!(failed.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("policy is not valid JSON"));
+}
