@@ -10,6 +10,8 @@ mod chain;
 mod cose;
 mod error;
 mod payload;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 use std::collections::BTreeMap;

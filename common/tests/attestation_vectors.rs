@@ -153,3 +153,129 @@ fn vector_not_yet_valid_before_leaf() {
     let options = VerifyOptions { time: TimeMode::At(inside), allow_debug: false };
     verifier.verify(&read(vector.file), &options).unwrap();
 }
+
+/// The real document most tamper tests start from, with its verifier options.
+fn original() -> (Vec<u8>, VerifyOptions) {
+    (read(DOCUMENTS[0].file), at_document(false))
+}
+
+fn position_of(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).position(|window| window == needle).unwrap()
+}
+
+fn resign(document: &recipient_common::attestation::AttestationDocument) -> Vec<u8> {
+    let key =
+        aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING).unwrap();
+    recipient_common::attestation::sign(document, &key).unwrap()
+}
+
+#[test]
+fn tampered_payload_fails_cose_signature() {
+    let (mut bytes, options) = original();
+    let at = position_of(&bytes, b"module_id") + 12;
+    bytes[at] ^= 0x01;
+    let err = Verifier::with_aws_root().verify(&bytes, &options).unwrap_err();
+    assert!(matches!(err, AttestationError::CoseSignature { .. }), "{err}");
+}
+
+#[test]
+fn tampered_signature_fails_cose_signature() {
+    let (mut bytes, options) = original();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x80;
+    let err = Verifier::with_aws_root().verify(&bytes, &options).unwrap_err();
+    assert!(matches!(err, AttestationError::CoseSignature { .. }), "{err}");
+}
+
+#[test]
+fn tampered_cabundle_certificate_fails_chain() {
+    let (bytes, options) = original();
+    let document = parse(&bytes).unwrap();
+    for index in 1..4 {
+        let mut tampered = bytes.clone();
+        // The last byte of a certificate is inside its signature value.
+        let end = position_of(&bytes, &document.cabundle[index]) + document.cabundle[index].len() - 1;
+        tampered[end] ^= 0x01;
+        let err = Verifier::with_aws_root().verify(&tampered, &options).unwrap_err();
+        assert!(
+            matches!(err, AttestationError::CertificateSignature { position: CertificatePosition::Bundle(i), .. } if i == index),
+            "cabundle[{index}]: {err}"
+        );
+    }
+}
+
+#[test]
+fn tampered_leaf_fails_chain() {
+    let (bytes, options) = original();
+    let document = parse(&bytes).unwrap();
+    let mut tampered = bytes.clone();
+    let end = position_of(&bytes, &document.certificate) + document.certificate.len() - 1;
+    tampered[end] ^= 0x01;
+    let err = Verifier::with_aws_root().verify(&tampered, &options).unwrap_err();
+    assert!(matches!(err, AttestationError::CertificateSignature { position: CertificatePosition::Leaf, .. }), "{err}");
+}
+
+#[test]
+fn tampered_root_fails_pinning() {
+    let (bytes, options) = original();
+    let document = parse(&bytes).unwrap();
+    let mut tampered = bytes.clone();
+    let end = position_of(&bytes, &document.cabundle[0]) + document.cabundle[0].len() - 1;
+    tampered[end] ^= 0x01;
+    let err = Verifier::with_aws_root().verify(&tampered, &options).unwrap_err();
+    assert!(matches!(err, AttestationError::UntrustedRoot { .. }), "{err}");
+}
+
+#[test]
+fn reversed_cabundle_fails_pinning() {
+    let (bytes, options) = original();
+    let mut document = parse(&bytes).unwrap();
+    document.cabundle.reverse();
+    let err = Verifier::with_aws_root().verify(&resign(&document), &options).unwrap_err();
+    assert!(matches!(err, AttestationError::UntrustedRoot { ref subject, .. } if subject.contains("i-")), "{err}");
+}
+
+#[test]
+fn self_made_root_fails() {
+    let (bytes, options) = original();
+    let mut document = parse(&bytes).unwrap();
+    // A self-made root with the AWS root's name.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    // Encoded like the real one: C as PrintableString, the rest as UTF8String.
+    let country = rcgen::DnValue::PrintableString("US".try_into().unwrap());
+    params.distinguished_name.push(rcgen::DnType::CountryName, country);
+    for (kind, value) in [
+        (rcgen::DnType::OrganizationName, "Amazon"),
+        (rcgen::DnType::OrganizationalUnitName, "AWS"),
+        (rcgen::DnType::CommonName, "aws.nitro-enclaves"),
+    ] {
+        params.distinguished_name.push(kind, rcgen::DnValue::Utf8String(value.to_owned()));
+    }
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let fake_root = params.self_signed(&key).unwrap();
+    document.cabundle[0] = fake_root.der().to_vec();
+    let forged = resign(&document);
+
+    let err = Verifier::with_aws_root().verify(&forged, &options).unwrap_err();
+    assert!(matches!(err, AttestationError::UntrustedRoot { .. }), "{err}");
+
+    // Even a verifier that trusts the self-made root finds that it did not sign the chain.
+    let mut verifier = Verifier::with_aws_root();
+    verifier.add_root_pem(fake_root.pem().as_bytes()).unwrap();
+    let err = verifier.verify(&forged, &options).unwrap_err();
+    assert!(
+        matches!(err, AttestationError::CertificateSignature { position: CertificatePosition::Bundle(1), .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn tagged_vector_verifies() {
+    let (bytes, options) = original();
+    let tagged = [&[0xd2][..], &bytes].concat();
+    let verified = Verifier::with_aws_root().verify(&tagged, &options).unwrap();
+    assert_eq!(verified.document(), &parse(&bytes).unwrap());
+}

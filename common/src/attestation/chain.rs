@@ -88,6 +88,11 @@ fn key_usage_names(bits: u16) -> String {
     if names.is_empty() { "has no bits set".to_owned() } else { format!("is {}", names.join(", ")) }
 }
 
+/// Returns the subject of a certificate, without checking anything else.
+pub(crate) fn subject_of(der: &[u8]) -> Option<String> {
+    X509Certificate::from_der(der).ok().map(|(_, cert)| cert.subject().to_string())
+}
+
 /// The issuer a certificate's signature is checked against.
 pub(crate) enum Issuer<'a> {
     /// The certificate is a trusted root: check its self-signature.
@@ -151,11 +156,15 @@ pub(crate) fn inspect_certificate(
         Issuer::Certificate(info) => (info.subject_raw.as_slice(), &info.certificate_key),
     };
     if cert.issuer().as_raw() != issuer_raw {
-        let expected = match issuer {
+        let mut expected = match issuer {
             Issuer::SelfSigned => subject.clone(),
             Issuer::Certificate(info) => info.subject.clone(),
         };
-        return Err(AttestationError::IssuerMismatch { position, issuer: cert.issuer().to_string(), expected });
+        let issuer = cert.issuer().to_string();
+        if issuer == expected {
+            expected.push_str(" (the same text in a different DER encoding)");
+        }
+        return Err(AttestationError::IssuerMismatch { position, issuer, expected });
     }
     let signature: &[u8] = cert.signature_value.data.as_ref();
     if issuer_key.verify_sig(cert.tbs_certificate.as_ref(), signature).is_err() {
