@@ -175,3 +175,37 @@ pub async fn raw_request(address: std::net::SocketAddr, request: &str) -> (u16, 
         .collect();
     (status, headers, body.to_owned())
 }
+
+/// Builds a raw HTTP/1.1 request signed with SigV4 by a small signer written
+/// for the tests (independent of the server's verifier), with `Connection:
+/// close` so the response ends the stream.
+pub fn signed_request(address: std::net::SocketAddr, target: &str, content_type: &str, body: &str) -> String {
+    use aws_lc_rs::{digest, hmac};
+    let host = address.to_string();
+    let amz_date = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .unwrap();
+    let date = &amz_date[..8];
+    let payload_hash = hex::encode(digest::digest(&digest::SHA256, body.as_bytes()));
+    let canonical = format!(
+        "POST\n/\n\ncontent-type:{content_type}\nhost:{host}\nx-amz-date:{amz_date}\nx-amz-target:{target}\n\n\
+         content-type;host;x-amz-date;x-amz-target\n{payload_hash}"
+    );
+    let scope = format!("{date}/us-east-1/kms/aws4_request");
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
+    );
+    let mut key = format!("AWS4{SECRET_ACCESS_KEY}").into_bytes();
+    for part in [date, "us-east-1", "kms", "aws4_request"] {
+        key = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), part.as_bytes()).as_ref().to_vec();
+    }
+    let signature = hex::encode(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), string_to_sign.as_bytes()));
+    format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nX-Amz-Date: {amz_date}\r\n\
+         X-Amz-Target: {target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/{scope}, \
+         SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={signature}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
