@@ -1,6 +1,7 @@
 //! Blob arguments in the AWS CLI's forms: `fileb://PATH` (raw bytes),
 //! `file://PATH` (the file's text) and inline text.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Errors reading a blob argument.
@@ -13,6 +14,10 @@ pub enum InputError {
     Empty { flag: &'static str },
     #[error("{flag} file {path} is {size} bytes, more than the {max}-byte maximum")]
     TooLarge { flag: &'static str, path: String, size: u64, max: u64 },
+    #[error("{flag} is not base64 text; pass a binary file with fileb://PATH")]
+    NotBase64 { flag: &'static str },
+    #[error("invalid {flag}: {message}")]
+    Invalid { flag: &'static str, message: String },
 }
 
 /// Largest file a blob argument reads: KMS blobs are at most a few KiB, and
@@ -32,6 +37,46 @@ pub fn read_blob_argument(flag: &'static str, argument: &str) -> Result<Vec<u8>,
         return Err(InputError::Empty { flag });
     }
     Ok(bytes)
+}
+
+/// Returns the bytes of a binary blob argument as the AWS CLI reads them:
+/// the file's bytes for `fileb://`, and base64-decoded text for `file://`
+/// and inline values.
+pub fn read_binary_blob(flag: &'static str, argument: &str) -> Result<Vec<u8>, InputError> {
+    use base64::Engine as _;
+
+    let raw = argument.starts_with("fileb://");
+    let bytes = read_blob_argument(flag, argument)?;
+    if raw {
+        return Ok(bytes);
+    }
+    let text: String = String::from_utf8_lossy(&bytes).chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map_err(|_| InputError::NotBase64 { flag })
+}
+
+/// Parses an encryption context given as JSON (`{"purpose":"test"}`) or in
+/// the AWS CLI shorthand (`purpose=test,team=a`).
+pub fn parse_encryption_context(argument: &str) -> Result<BTreeMap<String, String>, InputError> {
+    let invalid = |message: String| InputError::Invalid { flag: "--encryption-context", message };
+    let trimmed = argument.trim();
+    if trimmed.starts_with('{') {
+        return serde_json::from_str(trimmed)
+            .map_err(|e| invalid(format!("not a JSON object of strings ({e}); write {{\"key\":\"value\"}}")));
+    }
+
+    let mut context = BTreeMap::new();
+    for pair in trimmed.split(',').filter(|p| !p.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(invalid(format!("`{pair}` has no `=`; write key=value,key2=value2")));
+        };
+        if key.is_empty() {
+            return Err(invalid(format!("`{pair}` has an empty key")));
+        }
+        if context.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(invalid(format!("key `{key}` appears twice")));
+        }
+    }
+    Ok(context)
 }
 
 fn read_bounded(flag: &'static str, path: &Path) -> Result<Vec<u8>, InputError> {
@@ -79,6 +124,43 @@ mod tests {
         assert!(matches!(read_blob_argument("--x", ""), Err(InputError::Empty { .. })));
         let error = read_blob_argument("--x", &format!("fileb://{}", path.display())).unwrap_err();
         assert!(matches!(error, InputError::Empty { .. }), "{error}");
+    }
+
+    #[test]
+    fn binary_blob_decodes_base64_unless_fileb() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("blob.bin");
+        std::fs::write(&raw, [0xde, 0xad]).unwrap();
+        let text = dir.path().join("blob.b64");
+        std::fs::write(&text, "3q0=\n").unwrap();
+        assert_eq!(read_binary_blob("--x", &format!("fileb://{}", raw.display())).unwrap(), vec![0xde, 0xad]);
+        assert_eq!(read_binary_blob("--x", &format!("file://{}", text.display())).unwrap(), vec![0xde, 0xad]);
+        assert_eq!(read_binary_blob("--x", "3q0=").unwrap(), vec![0xde, 0xad]);
+        let error = read_binary_blob("--ciphertext-blob", "not base64!").unwrap_err();
+        assert!(matches!(error, InputError::NotBase64 { flag: "--ciphertext-blob" }), "{error}");
+        assert!(error.to_string().contains("fileb://"), "{error}");
+    }
+
+    #[test]
+    fn encryption_context_json_and_shorthand() {
+        let expected: BTreeMap<String, String> =
+            [("purpose".to_owned(), "test".to_owned()), ("team".to_owned(), "a=b".to_owned())].into();
+        assert_eq!(parse_encryption_context(r#"{"purpose":"test","team":"a=b"}"#).unwrap(), expected);
+        assert_eq!(parse_encryption_context("purpose=test,team=a=b").unwrap(), expected);
+    }
+
+    #[test]
+    fn encryption_context_errors_name_the_problem() {
+        for (argument, expected) in [
+            ("purpose", "has no `=`"),
+            ("=x", "empty key"),
+            ("a=1,a=2", "appears twice"),
+            (r#"{"a": 1}"#, "JSON object of strings"),
+        ] {
+            let error = parse_encryption_context(argument).unwrap_err().to_string();
+            assert!(error.contains(expected), "{argument}: {error}");
+            assert!(error.contains("--encryption-context"), "{error}");
+        }
     }
 
     #[test]

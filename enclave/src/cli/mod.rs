@@ -4,6 +4,7 @@
 
 pub mod attest;
 pub mod mock_ca;
+pub mod operations;
 pub mod verify_attestation;
 
 pub use attest::{AttestArgs, NsmArgs, NsmKind};
