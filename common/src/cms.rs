@@ -30,8 +30,13 @@ pub use envelope::{ContentEncryption, Envelope, KeyEncryption, KeyTransRecipient
 pub use oid::Oid;
 
 /// The largest plaintext [`build`] envelopes and [`decrypt`] returns. KMS
-/// results fit easily: a shared secret is at most 66 bytes, GenerateRandom at
-/// most 1024, and a data key pair's private key at most about 2.4 KB.
+/// results are smaller: a shared secret is at most 66 bytes, GenerateRandom
+/// returns at most 1024, and the PKCS#8 private key of an RSA-4096 data key
+/// pair is about 2.4 KB.
+///
+/// NOTE: a real KMS envelope with 4112 bytes of encrypted content exists
+/// (`common/tests/vectors/cms-kms-ciphertext-for-recipient-4.ber`), so its
+/// plaintext is 4096 to 4111 bytes long, and past 4096 `decrypt` rejects it.
 pub const MAX_PLAINTEXT_LEN: usize = 4096;
 
 /// The largest encrypted content [`parse`] accepts: a 4096-byte plaintext
@@ -63,7 +68,7 @@ pub enum CmsError {
     Missing { field: &'static str },
     #[error("unexpected {found} in {field} at byte {offset}; expected {expected}")]
     UnexpectedTag { field: &'static str, offset: usize, expected: Tag, found: Tag },
-    /// A CHOICE holds none of the alternatives this reader accepts.
+    /// A CHOICE contains none of the alternatives this reader accepts.
     #[error("unexpected {found} in {field} at byte {offset}; expected {expected}")]
     UnexpectedChoice { field: &'static str, offset: usize, expected: &'static str, found: Tag },
     #[error("{len} bytes of trailing data after {field} at byte {offset}; the envelope must end there")]

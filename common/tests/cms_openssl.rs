@@ -199,3 +199,30 @@ fn openssl_aes_gcm_envelope_rejected() {
         "{error:?}"
     );
 }
+
+#[test]
+fn keys_outside_2048_3072_4096_rejected() {
+    let recipient = Recipient::new(2560);
+    let error = cms::build(b"secret", &recipient.spki).unwrap_err();
+    assert!(matches!(error, CmsError::UnsupportedKeySize { bits: 2560 }), "{error:?}");
+    let envelope = Recipient::new(2048).openssl_encrypt(b"secret", "-aes-256-cbc", &OAEP_SHA256);
+    let error = cms::decrypt(&envelope, &recipient.key).unwrap_err();
+    assert!(matches!(error, CmsError::UnsupportedKeySize { bits: 2560 }), "{error:?}");
+
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/rsa-8192-test-key.p8");
+    let key = PrivateDecryptingKey::from_pkcs8(&std::fs::read(fixture).unwrap()).unwrap();
+    assert_eq!(key.key_size_bits(), 8192);
+    let error = cms::decrypt(&envelope, &key).unwrap_err();
+    assert!(matches!(error, CmsError::UnsupportedKeySize { bits: 8192 }), "{error:?}");
+    assert_eq!(error.to_string(), "RSA key of 8192 bits is not supported; use a 2048, 3072 or 4096-bit key");
+
+    // aws-lc-rs itself refuses RSA keys below 2048 bits, so a 1024-bit key
+    // never reaches `cms::decrypt`.
+    let small = tempfile::tempdir().unwrap();
+    openssl(small.path(), &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", "key.pem"]);
+    openssl(small.path(), &["pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER", "-out", "key.p8"]);
+    assert!(PrivateDecryptingKey::from_pkcs8(&std::fs::read(small.path().join("key.p8")).unwrap()).is_err());
+    openssl(small.path(), &["pkey", "-in", "key.pem", "-pubout", "-outform", "DER", "-out", "spki.der"]);
+    let error = cms::build(b"secret", &std::fs::read(small.path().join("spki.der")).unwrap()).unwrap_err();
+    assert!(matches!(error, CmsError::UnsupportedKeySize { bits: 1024 }), "{error:?}");
+}

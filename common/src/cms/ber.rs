@@ -32,22 +32,22 @@ impl Tag {
     pub const SEQUENCE: Tag = Tag(0x30);
     pub const SET: Tag = Tag(0x31);
 
-    /// A context-specific tag `[number]`, primitive.
+    /// Makes the primitive context-specific tag `[number]`.
     pub const fn context(number: u8) -> Tag {
         Tag(0x80 | (number & 0x1f))
     }
 
-    /// A context-specific tag `[number]`, constructed.
+    /// Makes the constructed context-specific tag `[number]`.
     pub const fn context_constructed(number: u8) -> Tag {
         Tag(0xa0 | (number & 0x1f))
     }
 
-    /// The same tag with the constructed bit set.
+    /// Returns the same tag with the constructed bit set.
     pub const fn to_constructed(self) -> Tag {
         Tag(self.0 | 0x20)
     }
 
-    /// The identifier octet.
+    /// Returns the identifier octet.
     pub fn identifier(self) -> u8 {
         self.0
     }
@@ -129,7 +129,8 @@ impl<'a> Reader<'a> {
         self.input.is_empty()
     }
 
-    /// The tag of the next element, without checking that it is well formed.
+    /// Returns the tag of the next element without checking that it is well
+    /// formed.
     pub fn peek_tag(&self) -> Option<Tag> {
         self.input.first().map(|&byte| Tag(byte))
     }
@@ -145,8 +146,7 @@ impl<'a> Reader<'a> {
         Ok(element)
     }
 
-    /// Reads the next element and checks its tag. `expected` describes the
-    /// tag for the error message.
+    /// Reads the next element and checks that its tag is `tag`.
     pub fn read(&mut self, tag: Tag, field: &'static str) -> Result<Element<'a>, CmsError> {
         match self.peek_tag() {
             None => Err(CmsError::Missing { field }),
@@ -174,7 +174,7 @@ impl<'a> Reader<'a> {
 }
 
 impl<'a> Element<'a> {
-    /// A reader over the content of a constructed element.
+    /// Returns a reader over the content of a constructed element.
     pub fn children(&self) -> Reader<'a> {
         Reader { input: self.content, offset: self.content_offset, depth: self.depth + 1 }
     }
@@ -203,15 +203,15 @@ impl<'a> Element<'a> {
         Ok(())
     }
 
-    /// The value of an OCTET STRING, primitive or constructed.
+    /// Returns the value of an OCTET STRING, primitive or constructed.
     pub fn octet_string(&self, field: &'static str) -> Result<Vec<u8>, CmsError> {
         let mut out = Vec::with_capacity(self.content.len());
         self.octet_string_into(field, &mut out)?;
         Ok(out)
     }
 
-    /// The content octets of an OBJECT IDENTIFIER, checked for a well-formed
-    /// encoding (non-empty, minimal subidentifiers, none left unfinished).
+    /// Checks that an OBJECT IDENTIFIER is well formed (non-empty, minimal
+    /// subidentifiers, none left unfinished) and returns its content octets.
     pub fn oid(&self, field: &'static str) -> Result<&'a [u8], CmsError> {
         let content = self.content;
         let malformed = |problem| CmsError::Malformed { field, offset: self.offset, problem };
@@ -231,7 +231,7 @@ impl<'a> Element<'a> {
         Ok(content)
     }
 
-    /// The value of a small non-negative INTEGER such as a version number.
+    /// Decodes a small non-negative INTEGER such as a version number.
     pub fn small_unsigned(&self, field: &'static str) -> Result<u64, CmsError> {
         let malformed = |problem| CmsError::Malformed { field, offset: self.offset, problem };
         let content = self.content;

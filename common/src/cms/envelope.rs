@@ -52,8 +52,8 @@ pub struct KeyTransRecipient {
     pub encrypted_key: Vec<u8>,
 }
 
-/// `RecipientIdentifier` (RFC 5652 section 6.2.1). Decryption does not use
-/// it: the caller holds one key and tries it.
+/// `RecipientIdentifier` (RFC 5652 section 6.2.1). Decryption ignores it,
+/// because the caller has one key and tries it.
 #[derive(Clone, PartialEq, Eq)]
 pub enum RecipientIdentifier {
     /// `[0] IMPLICIT SubjectKeyIdentifier`. KMS writes 32 bytes (how it
@@ -380,8 +380,8 @@ fn read_hash_algorithm<'a>(explicit: &Element<'a>, field: &'static str) -> Resul
     read_hash_algorithm_fields(&algorithm, field)
 }
 
-/// Reads a hash `AlgorithmIdentifier`, whose parameters are NULL or absent
-/// (RFC 4055 section 2.1 asks readers to accept both).
+/// Reads a hash `AlgorithmIdentifier` whose parameters are NULL or absent.
+/// Both occur: KMS writes NULL and OpenSSL 3.0 omits them.
 fn read_hash_algorithm_fields<'a>(algorithm: &Element<'a>, field: &'static str) -> Result<&'a [u8], CmsError> {
     let mut fields = algorithm.children();
     let hash = fields.read(Tag::OID, field)?.oid(field)?;
@@ -450,11 +450,11 @@ fn parse_encrypted_content_info(info: &Element<'_>) -> Result<(ContentEncryption
 }
 
 impl Envelope {
-    /// Encodes the envelope in the layout of real KMS output: BER with
-    /// indefinite lengths on ContentInfo, its `[0]`, EnvelopedData,
-    /// EncryptedContentInfo and the constructed encryptedContent, definite
-    /// lengths elsewhere, and the encrypted content in OCTET STRINGs of 1000
-    /// bytes (the last one shorter).
+    /// Encodes the envelope in the layout of real KMS output. ContentInfo,
+    /// its `[0]`, EnvelopedData, EncryptedContentInfo and the constructed
+    /// encryptedContent have indefinite lengths, and everything else has
+    /// definite lengths. The encrypted content is split into OCTET STRINGs
+    /// of 1000 bytes, the last one shorter.
     pub fn to_ber(&self) -> Vec<u8> {
         let mut recipient = Vec::with_capacity(self.recipient.encrypted_key.len() + 200);
         ber::write_element(&mut recipient, Tag::INTEGER, &[self.recipient.version]);

@@ -94,18 +94,19 @@ impl Oid {
         Self(content.to_vec())
     }
 
-    /// The content octets of the DER encoding.
+    /// Returns the content octets of the DER encoding.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
-    /// The conventional name, for the identifiers this module lists.
+    /// Returns the conventional name of the identifiers this module lists.
     pub fn name(&self) -> Option<&'static str> {
         NAMES.iter().find(|(bytes, _)| *bytes == self.0.as_slice()).map(|(_, name)| *name)
     }
 
-    /// The dotted decimal form, such as `1.2.840.113549.1.7.3`. Content that
-    /// is not a valid encoding (the reader rejects those) prints as hex.
+    /// Formats the dotted decimal form, such as `1.2.840.113549.1.7.3`.
+    /// Content that is not a valid encoding (the reader rejects those) is
+    /// formatted as hex.
     pub fn to_dotted(&self) -> String {
         dotted(&self.0).unwrap_or_else(|| format!("0x{}", hex::encode(&self.0)))
     }

@@ -1,6 +1,6 @@
 //! The recipient's RSA public key for [`build`](super::build): a DER
 //! SubjectPublicKeyInfo, checked for algorithm and modulus size before it
-//! reaches aws-lc-rs, so that a rejection says what was wrong.
+//! reaches aws-lc-rs, so that a rejection names what was wrong.
 
 use aws_lc_rs::rsa::PublicEncryptingKey;
 
@@ -66,7 +66,8 @@ pub(crate) fn parse(spki: &[u8]) -> Result<PublicEncryptingKey, CmsError> {
     })
 }
 
-/// The bit length of a positive INTEGER given as its content octets.
+/// Counts the significant bits of a positive INTEGER given as its content
+/// octets.
 fn modulus_bits(content: &[u8]) -> Result<usize, CmsError> {
     if content.first().is_some_and(|&byte| byte & 0x80 != 0) {
         return Err(CmsError::InvalidRecipientKey { reason: "the RSA modulus is negative" });
