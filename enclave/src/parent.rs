@@ -33,12 +33,36 @@ pub enum ParentError {
     Remote(ErrorFrame),
 }
 
+/// The outcome of one attempt on one connection.
+enum Attempt {
+    /// The connection failed; a new one may succeed.
+    Retryable(ParentError),
+    Failed(ParentError),
+}
+
+impl Attempt {
+    fn into_error(self) -> ParentError {
+        match self {
+            Attempt::Retryable(error) | Attempt::Failed(error) => error,
+        }
+    }
+}
+
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Output, ErrorFrame>>>>>;
 
 struct Connection {
     writer: Mutex<WriteHalf<Stream>>,
     pending: Pending,
     alive: Arc<std::sync::atomic::AtomicBool>,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Connection {
+    /// Stops the reader task, whose read half would otherwise keep the
+    /// socket open after the client is gone.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 /// A client of `parent-proxy`.
@@ -95,54 +119,74 @@ impl ParentClient {
     }
 
     async fn call_inner(&self, id: u64, operation: Operation) -> Result<Output, ParentError> {
-        let connection = self.connection().await?;
+        let (connection, reused) = self.connection().await?;
+        match self.send(&connection, id, &operation).await {
+            // A connection that served earlier calls may have been closed by
+            // a parent restart that this client has not noticed yet. The
+            // five Recipient operations change no KMS state, so one retry on
+            // a new connection is safe even if the parent did see the request.
+            Err(Attempt::Retryable(_)) if reused => {
+                debug!(address = %self.address, "reconnecting to the parent");
+                let (connection, _) = self.connection().await?;
+                self.send(&connection, id, &operation).await.map_err(Attempt::into_error)
+            }
+            result => result.map_err(Attempt::into_error),
+        }
+    }
+
+    async fn send(&self, connection: &Arc<Connection>, id: u64, operation: &Operation) -> Result<Output, Attempt> {
         let (sender, receiver) = oneshot::channel();
         lock_pending(&connection.pending).insert(id, sender);
 
-        let request = Request::new(id, operation);
+        let request = Request::new(id, operation.clone());
         let written = {
             let mut writer = connection.writer.lock().await;
             protocol::write_frame(&mut *writer, &request, self.max_frame_len).await
         };
         if let Err(source) = written {
             lock_pending(&connection.pending).remove(&id);
-            if !matches!(source, FrameError::TooLarge { .. }) {
-                self.discard(&connection).await;
+            let error = ParentError::Frame { address: self.address.to_string(), source };
+            if matches!(error, ParentError::Frame { source: FrameError::TooLarge { .. }, .. }) {
+                return Err(Attempt::Failed(error));
             }
-            return Err(ParentError::Frame { address: self.address.to_string(), source });
+            self.discard(connection).await;
+            return Err(Attempt::Retryable(error));
         }
 
         match receiver.await {
-            Ok(result) => result.map_err(ParentError::Remote),
-            Err(_) => Err(ParentError::Disconnected { address: self.address.to_string() }),
+            Ok(result) => result.map_err(|frame| Attempt::Failed(ParentError::Remote(frame))),
+            Err(_) => {
+                self.discard(connection).await;
+                Err(Attempt::Retryable(ParentError::Disconnected { address: self.address.to_string() }))
+            }
         }
     }
 
-    async fn connection(&self) -> Result<Arc<Connection>, ParentError> {
+    /// Returns the open connection, or opens one; `true` when it is reused.
+    async fn connection(&self) -> Result<(Arc<Connection>, bool), ParentError> {
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
             if connection.alive.load(Ordering::Acquire) {
-                return Ok(Arc::clone(connection));
+                return Ok((Arc::clone(connection), true));
             }
         }
 
         let stream = transport::connect(&self.address).await?;
         debug!(address = %self.address, "connected to the parent");
         let (reader, writer) = tokio::io::split(stream);
-        let connection = Arc::new(Connection {
-            writer: Mutex::new(writer),
-            pending: Arc::default(),
-            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-        });
-        tokio::spawn(read_responses(
+        let pending = Pending::default();
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let reader = tokio::spawn(read_responses(
             reader,
-            Arc::clone(&connection.pending),
-            Arc::clone(&connection.alive),
+            Arc::clone(&pending),
+            Arc::clone(&alive),
             self.max_frame_len,
             self.address.to_string(),
         ));
+        let connection =
+            Arc::new(Connection { writer: Mutex::new(writer), pending, alive, reader: reader.abort_handle() });
         *slot = Some(Arc::clone(&connection));
-        Ok(connection)
+        Ok((connection, false))
     }
 
     async fn discard(&self, connection: &Arc<Connection>) {
