@@ -46,8 +46,15 @@ test: deps
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
+# Criterion benchmarks, then the end-to-end load driver on release builds:
+# concurrency 1 and 16 for latency and throughput against the direct SDK
+# calls, and 20,000 requests at concurrency 64 with 1000 idle connections.
 bench: deps
 	$(CARGO) bench --workspace
+	$(CARGO) build --release --workspace --bins
+	./target/release/load --bin-dir target/release --concurrency 1 --requests 500
+	./target/release/load --bin-dir target/release --concurrency 16 --requests 4000
+	./target/release/load --bin-dir target/release --mode enclave --concurrency 64 --requests 20000 --idle-connections 1000
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,276 @@
+//! `load`: an end-to-end load driver. Starts kms-local and parent-proxy from
+//! a build directory, then sends DeriveSharedSecret with a Recipient at a
+//! chosen concurrency and count, and prints throughput, p50, p99 and the
+//! peak resident memory of each process.
+//!
+//! Modes, so that each hop's cost can be told apart in one run:
+//! - `enclave`: the enclave-agent library (attest, send through the parent,
+//!   open the envelope), the whole flow;
+//! - `proxy`: protocol frames through parent-proxy with a prepared document,
+//!   no enclave-side cryptography;
+//! - `direct`: the same KMS calls made with aws-sdk-kms straight to kms-local.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{KeyAgreementAlgorithmSpec, KeyEncryptionMechanism, RecipientInfo};
+use clap::Parser;
+use enclave_agent::client::{DeriveSharedSecretParams, KeyReuse, RecipientClient};
+use enclave_agent::key::{EphemeralKey, RsaKeySize};
+use enclave_agent::nsm::{MockNsm, Nsm};
+use enclave_agent::parent::ParentClient;
+use recipient_common::protocol::{DeriveSharedSecretRequest, Operation, Output, Recipient};
+use recipient_common::transport::Address;
+use recipient_tests::{
+    Binaries, create_agreement_key, init_mock_ca, kms_client, openssl_derive, openssl_peer_key, start_kms_local,
+    start_parent_proxy,
+};
+
+/// Load the Recipient flow end to end and report latency and memory.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Directory holding the enclave-agent, parent-proxy and kms-local binaries.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Modes to run, in order.
+    #[arg(long, value_enum, num_args = 1.., default_values = ["direct", "proxy", "enclave"])]
+    mode: Vec<Mode>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Requests per mode.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Requests per mode before measuring, to warm connections and caches.
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+    /// Requests one enclave key pair may serve (enclave mode); 1 makes a key per request.
+    #[arg(long, default_value_t = 1000)]
+    key_reuse: u32,
+    /// Also open this many idle connections to parent-proxy and report its memory.
+    #[arg(long, default_value_t = 0)]
+    idle_connections: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Direct,
+    Proxy,
+    Enclave,
+}
+
+/// One request's work in a mode.
+#[derive(Clone)]
+enum Caller {
+    Direct { client: aws_sdk_kms::Client, key_id: String, peer: Vec<u8>, document: Vec<u8> },
+    Proxy { parent: Arc<ParentClient>, key_id: String, peer: Vec<u8>, document: Vec<u8> },
+    Enclave { client: Arc<RecipientClient>, key_id: String, peer: Vec<u8>, expected: Arc<Vec<u8>> },
+}
+
+impl Caller {
+    async fn call(&self) -> anyhow::Result<()> {
+        match self {
+            Caller::Direct { client, key_id, peer, document } => {
+                let recipient = RecipientInfo::builder()
+                    .key_encryption_algorithm(KeyEncryptionMechanism::RsaesOaepSha256)
+                    .attestation_document(Blob::new(document.clone()))
+                    .build();
+                let response = client
+                    .derive_shared_secret()
+                    .key_id(key_id)
+                    .key_agreement_algorithm(KeyAgreementAlgorithmSpec::Ecdh)
+                    .public_key(Blob::new(peer.clone()))
+                    .recipient(recipient)
+                    .send()
+                    .await?;
+                if response.ciphertext_for_recipient().is_none() {
+                    bail!("no CiphertextForRecipient");
+                }
+            }
+            Caller::Proxy { parent, key_id, peer, document } => {
+                let request = DeriveSharedSecretRequest {
+                    key_id: key_id.clone(),
+                    key_agreement_algorithm: "ECDH".to_owned(),
+                    public_key: serde_bytes::ByteBuf::from(peer.clone()),
+                    grant_tokens: Vec::new(),
+                    dry_run: false,
+                    recipient: Some(Recipient::new(document.clone())),
+                };
+                match parent.call(Operation::DeriveSharedSecret(request)).await? {
+                    Output::DeriveSharedSecret(output) if output.ciphertext_for_recipient.is_some() => {}
+                    other => bail!("unexpected output {other:?}"),
+                }
+            }
+            Caller::Enclave { client, key_id, peer, expected } => {
+                let params = DeriveSharedSecretParams {
+                    key_id: key_id.clone(),
+                    public_key: peer.clone(),
+                    grant_tokens: Vec::new(),
+                    dry_run: false,
+                };
+                let derived = client.derive_shared_secret(params).await?;
+                if derived.shared_secret.as_slice() != expected.as_slice() {
+                    bail!("the shared secret differs from OpenSSL's");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends `count` requests with `concurrency` workers; returns sorted latencies.
+async fn drive(caller: &Caller, count: usize, concurrency: usize) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (caller, next) = (caller.clone(), Arc::clone(&next));
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let begun = Instant::now();
+                caller.call().await?;
+                latencies.push(begun.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(count);
+    while let Some(result) = workers.join_next().await {
+        latencies.extend(result.context("worker panicked")??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Ok((latencies, elapsed))
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+/// Peak and current resident memory of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let binaries = Binaries::in_dir(&args.bin_dir)?;
+    let scratch = tempfile::Builder::new().prefix("nitro-recipient-load-").tempdir()?;
+    let dir = scratch.path();
+    let mock_ca = dir.join("mock-ca");
+    init_mock_ca(&binaries, dir, &mock_ca)?;
+    let kms = start_kms_local(&binaries, dir, &dir.join("kms-data"), &[&mock_ca.join("root.pem")])?;
+    let parent_args = ["--max-in-flight", "1024", "--max-connections", "4096"];
+    let parent = start_parent_proxy(&binaries, dir, &kms.address, &parent_args)?;
+
+    let client = kms_client(&kms.address);
+    let (key_id, kms_public) = create_agreement_key(&client, "ECC_NIST_P256").await?;
+    let kms_public_path = dir.join("kms.der");
+    std::fs::write(&kms_public_path, &kms_public)?;
+    let peer = openssl_peer_key(dir, "P-256")?;
+    let expected = Arc::new(openssl_derive(&peer, &kms_public_path)?);
+    let peer_public = std::fs::read(&peer.public_der)?;
+
+    let nsm: Arc<dyn Nsm> = Arc::new(MockNsm::open(&mock_ca, None)?);
+    let document_key = EphemeralKey::generate(RsaKeySize::Rsa2048)?;
+    let document = enclave_agent::nsm::attest(nsm.as_ref(), Some(document_key.public_key_der().to_vec()), None, None)?;
+    let parent_address: Address = parent.address.parse()?;
+
+    println!(
+        "load: {} requests per mode after {} warm-up, concurrency {}, P-256 DeriveSharedSecret with Recipient (RSA-2048)",
+        args.requests, args.warmup, args.concurrency
+    );
+    println!("{:<8} {:>10} {:>10} {:>10} {:>10}", "mode", "req/s", "p50 ms", "p99 ms", "max ms");
+    for mode in &args.mode {
+        let caller = match mode {
+            Mode::Direct => Caller::Direct {
+                client: client.clone(),
+                key_id: key_id.clone(),
+                peer: peer_public.clone(),
+                document: document.clone(),
+            },
+            Mode::Proxy => Caller::Proxy {
+                parent: Arc::new(ParentClient::new(parent_address.clone(), Duration::from_secs(60))),
+                key_id: key_id.clone(),
+                peer: peer_public.clone(),
+                document: document.clone(),
+            },
+            Mode::Enclave => {
+                let parent_client = ParentClient::new(parent_address.clone(), Duration::from_secs(60));
+                let reuse = (args.key_reuse > 1)
+                    .then_some(KeyReuse { max_age: Duration::from_secs(240), max_uses: args.key_reuse });
+                let recipient = RecipientClient::new(Arc::clone(&nsm), parent_client, RsaKeySize::Rsa2048)
+                    .with_key_reuse(reuse);
+                Caller::Enclave {
+                    client: Arc::new(recipient),
+                    key_id: key_id.clone(),
+                    peer: peer_public.clone(),
+                    expected: Arc::clone(&expected),
+                }
+            }
+        };
+        drive(&caller, args.warmup, args.concurrency).await?;
+        let (latencies, elapsed) = drive(&caller, args.requests, args.concurrency).await?;
+        let throughput = latencies.len() as f64 / elapsed.as_secs_f64();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{:<8} {:>10.1} {:>10.2} {:>10.2} {:>10.2}",
+            format!("{mode:?}").to_lowercase(),
+            throughput,
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.99)),
+            ms(latencies.last().copied().unwrap_or_default())
+        );
+    }
+
+    if args.idle_connections > 0 {
+        let mut idle = Vec::with_capacity(args.idle_connections);
+        for _ in 0..args.idle_connections {
+            idle.push(recipient_common::transport::connect(&parent_address).await?);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!("with {} idle connections to parent-proxy open:", idle.len());
+        let (_, rss) = memory_kib(parent.pid());
+        println!("  parent-proxy resident {:.1} MiB", rss as f64 / 1024.0);
+    }
+    for (name, pid) in [("kms-local", kms.pid()), ("parent-proxy", parent.pid())] {
+        let (peak, current) = memory_kib(pid);
+        println!("{name}: peak resident {:.1} MiB, now {:.1} MiB", peak as f64 / 1024.0, current as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("load: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("load: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
