@@ -51,7 +51,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The KMS or parent error frame behind this error, if any.
+    /// Returns the KMS or parent error frame behind this error, if any.
     pub fn error_frame(&self) -> Option<&ErrorFrame> {
         match self {
             ClientError::Parent(ParentError::Remote(frame)) => Some(frame),

@@ -26,7 +26,7 @@ const MAX_BLOB_FILE: u64 = 1024 * 1024;
 
 /// Returns the bytes of a blob argument: the file's bytes for `fileb://` and
 /// `file://`, otherwise the argument's own text. Decoding (base64, PEM) is
-/// left to the caller, which knows what the blob should be.
+/// left to the caller, which expects a particular form.
 pub fn read_blob_argument(flag: &'static str, argument: &str) -> Result<Vec<u8>, InputError> {
     let path = argument.strip_prefix("fileb://").or_else(|| argument.strip_prefix("file://"));
     let bytes = match path {

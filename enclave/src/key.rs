@@ -17,7 +17,7 @@ pub enum RsaKeySize {
 }
 
 impl RsaKeySize {
-    /// The modulus size in bits.
+    /// Returns the modulus size in bits.
     pub fn bits(self) -> usize {
         match self {
             RsaKeySize::Rsa2048 => 2048,
@@ -66,13 +66,13 @@ impl EphemeralKey {
         Ok(Self { private_key, public_key_der })
     }
 
-    /// The public key as DER SubjectPublicKeyInfo, the form the attestation
-    /// document's `public_key` field carries.
+    /// Returns the public key as DER SubjectPublicKeyInfo, the form the
+    /// attestation document's `public_key` field carries.
     pub fn public_key_der(&self) -> &[u8] {
         &self.public_key_der
     }
 
-    /// The private key, for opening envelopes.
+    /// Returns the private key, for opening envelopes.
     pub fn private_key(&self) -> &PrivateDecryptingKey {
         &self.private_key
     }

@@ -1,8 +1,8 @@
 //! The connection from the enclave to `parent-proxy`.
 //!
-//! One connection carries many requests at once: each request gets a fresh
-//! id, a reader task hands each response to the caller waiting for its id,
-//! and a broken connection fails the requests in flight with a transport
+//! One connection carries many requests at once. Each request gets a fresh
+//! id, and a reader task hands each response to the caller waiting for that
+//! id. A broken connection fails the requests in flight with a transport
 //! error and is replaced by a new one on the next call.
 
 use std::collections::HashMap;
@@ -28,7 +28,7 @@ pub enum ParentError {
     Timeout { address: String, timeout: Duration },
     #[error("the parent at {address} closed the connection before answering")]
     Disconnected { address: String },
-    /// The parent answered with a typed error.
+    /// The parent returned a typed error.
     #[error(transparent)]
     Remote(ErrorFrame),
 }
@@ -98,7 +98,7 @@ impl ParentClient {
         }
     }
 
-    /// The parent's address.
+    /// Returns the parent's address.
     pub fn address(&self) -> &Address {
         &self.address
     }

@@ -20,7 +20,7 @@ use recipient_common::protocol::{
 };
 use serde_bytes::ByteBuf;
 
-/// How the KMS client is built.
+/// Settings of the KMS client.
 #[derive(Debug, Clone, Default)]
 pub struct KmsOptions {
     /// Overrides the endpoint (`--endpoint-url`); `AWS_ENDPOINT_URL_KMS` and
@@ -53,7 +53,7 @@ pub struct Forwarded {
     pub kms_request_id: Option<String>,
 }
 
-/// A failed forward, with the KMS request id when KMS answered.
+/// A failed forward, with the KMS request id when KMS responded.
 #[derive(Debug)]
 pub struct ForwardError {
     pub error: ErrorFrame,

@@ -207,7 +207,7 @@ async fn handle_request(shared: &Shared, connection: u64, request: Request) -> R
             Ok(result) => result,
             Err(_) => Err(ForwardError {
                 error: ErrorFrame::KmsTimeout {
-                    message: format!("no answer from KMS within {:?}", shared.config.request_timeout),
+                    message: format!("no response from KMS within {:?}", shared.config.request_timeout),
                 },
                 kms_request_id: None,
             }),

@@ -28,7 +28,7 @@ pub struct ConnectionArgs {
     /// Address of parent-proxy: vsock://CID:PORT, tcp://HOST:PORT or unix:///PATH.
     #[arg(long, default_value = DEFAULT_PARENT_ADDRESS)]
     pub parent: Address,
-    /// Seconds to wait for the parent's answer, KMS call included.
+    /// Seconds to wait for the parent's response, KMS call included.
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
     /// Size in bits of the ephemeral RSA key that KMS encrypts the result to.
@@ -36,7 +36,7 @@ pub struct ConnectionArgs {
     pub rsa_key_size: RsaKeySize,
 }
 
-/// How the result is written.
+/// Output format and destination of the result.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OutputArgs {
     /// json: the KMS response fields, blobs in base64; text: the secret in
@@ -77,7 +77,7 @@ pub struct DeriveSharedSecretArgs {
     /// Grant tokens.
     #[arg(long = "grant-tokens", num_args = 1..)]
     pub grant_tokens: Vec<String>,
-    /// Check permissions without deriving (KMS answers DryRunOperationException on success).
+    /// Check permissions without deriving (KMS returns DryRunOperationException on success).
     #[arg(long)]
     pub dry_run: bool,
     /// Derive a key from the shared secret instead of returning the raw secret.
@@ -380,7 +380,7 @@ fn emit(output: &OutputArgs, secret_field: &str, secret: &[u8], mut fields: serd
                 object.retain(|_, value| !value.is_null());
             }
             let text = Zeroizing::new(format!("{fields:#}\n"));
-            // The JSON value holds a copy of the secret; overwrite it.
+            // The JSON value contains a copy of the secret, so overwrite it.
             if let Some(serde_json::Value::String(encoded)) = fields.get_mut(secret_field) {
                 zeroize::Zeroize::zeroize(encoded);
             }
