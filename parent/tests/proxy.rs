@@ -118,7 +118,7 @@ fn start_proxy(scratch: &Path, endpoint: &str, extra: &[&str]) -> Service {
     command.args(extra);
     let log = std::fs::File::create(scratch.join("parent.log")).unwrap();
     command.env("RUST_LOG", "info").stderr(Stdio::from(log));
-    let mut service = Service::start_with_stderr("parent-proxy", command, "parent-proxy listening on ").unwrap();
+    let mut service = Service::start("parent-proxy", command, "parent-proxy listening on ").unwrap();
     service.address = service.address.trim().to_owned();
     service
 }

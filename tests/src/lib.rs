@@ -22,12 +22,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Binaries {
     dir: PathBuf,
+    log_dir: Option<PathBuf>,
 }
 
 impl Binaries {
     /// Uses the binaries in `dir` (for example `target/release`).
     pub fn in_dir(dir: impl Into<PathBuf>) -> anyhow::Result<Self> {
-        let binaries = Self { dir: dir.into() };
+        let binaries = Self { dir: dir.into(), log_dir: None };
         for name in ["enclave-agent", "parent-proxy", "kms-local"] {
             let path = binaries.path(name);
             if !path.is_file() {
@@ -50,8 +51,16 @@ impl Binaries {
         if !status.success() {
             bail!("cargo build of the binaries failed");
         }
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
         Self::in_dir(target.join("debug"))
+    }
+
+    /// Sends the stderr of every command made from now on to
+    /// `DIR/<binary>.log` instead of this process's stderr.
+    pub fn log_to(mut self, dir: &Path) -> Self {
+        self.log_dir = Some(dir.to_path_buf());
+        self
     }
 
     /// The path of binary `name`.
@@ -64,6 +73,12 @@ impl Binaries {
     pub fn command(&self, name: &str, scratch: &Path) -> Command {
         let mut command = Command::new(self.path(name));
         isolate_aws_environment(&mut command, scratch);
+        if let Some(dir) = &self.log_dir {
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")));
+            if let Ok(log) = log {
+                command.stderr(Stdio::from(log));
+            }
+        }
         command
     }
 }
@@ -87,6 +102,21 @@ pub fn isolate_aws_environment(command: &mut Command, scratch: &Path) {
         .env("AWS_SHARED_CREDENTIALS_FILE", &config);
 }
 
+/// Process ids of the services running now, for [`stop_all_services`].
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends SIGTERM to every service still running, for a program that must
+/// stop them from a signal handler while another thread is blocked.
+pub fn stop_all_services() {
+    for pid in running().drain(..) {
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    }
+}
+
 /// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Service {
@@ -99,15 +129,11 @@ pub struct Service {
 impl Service {
     /// Starts `command` and waits for a stdout line that starts with
     /// `ready_prefix`; the rest of that line is the service's address.
+    /// Stderr stays as `command` sets it (inherited by default).
     pub fn start(name: &str, mut command: Command, ready_prefix: &str) -> anyhow::Result<Self> {
-        command.stderr(Stdio::inherit());
-        Self::start_with_stderr(name, command, ready_prefix)
-    }
-
-    /// Like [`Service::start`], but leaves stderr as `command` sets it.
-    pub fn start_with_stderr(name: &str, mut command: Command, ready_prefix: &str) -> anyhow::Result<Self> {
         command.stdin(Stdio::null()).stdout(Stdio::piped());
         let mut child = command.spawn().with_context(|| format!("cannot start {name}"))?;
+        running().push(child.id());
         let stdout = child.stdout.take().context("no stdout pipe")?;
 
         let (sender, receiver) = mpsc::channel();
@@ -168,6 +194,8 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        let pid = self.child.id();
+        running().retain(|running| *running != pid);
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
@@ -291,7 +319,15 @@ pub fn openssl_peer_key(dir: &Path, curve: &str) -> anyhow::Result<PeerKey> {
     let public_der = dir.join(format!("peer-{curve}.pub.der"));
     let private_text = private_pem.to_string_lossy().into_owned();
     let public_text = public_der.to_string_lossy().into_owned();
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", &format!("ec_paramgen_curve:{curve}"), "-out", &private_text])?;
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        &format!("ec_paramgen_curve:{curve}"),
+        "-out",
+        &private_text,
+    ])?;
     openssl(&["pkey", "-in", &private_text, "-pubout", "-outform", "DER", "-out", &public_text])?;
     Ok(PeerKey { private_pem, public_der })
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clap::Parser;
@@ -43,11 +43,34 @@ where
     result
 }
 
+/// The working directory, for the Ctrl-C handler.
+static WORKING_DIRECTORY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 async fn simulate(args: Args) -> anyhow::Result<bool> {
-    let binaries = Binaries::in_dir(&args.bin_dir)?;
     let scratch = tempfile::Builder::new().prefix("nitro-recipient-simulate-").tempdir()?;
-    let dir = scratch.path();
-    println!("working directory: {} (removed at exit)", dir.display());
+    let _ = WORKING_DIRECTORY.set(scratch.path().to_path_buf());
+    let result = run_steps(&args, scratch.path()).await;
+    if !matches!(result, Ok(true)) {
+        print_logs(scratch.path());
+    }
+    result
+}
+
+/// Prints the last lines of each service log in `dir`.
+fn print_logs(dir: &std::path::Path) {
+    for name in ["kms-local", "parent-proxy", "enclave-agent"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.log"))) else { continue };
+        let lines: Vec<&str> = text.lines().collect();
+        println!("--- last lines of the {name} log ---");
+        for line in lines.iter().skip(lines.len().saturating_sub(20)) {
+            println!("{line}");
+        }
+    }
+}
+
+async fn run_steps(args: &Args, dir: &std::path::Path) -> anyhow::Result<bool> {
+    let binaries = Binaries::in_dir(&args.bin_dir)?.log_to(dir);
+    println!("working directory: {} (removed at exit; service logs are printed on failure)", dir.display());
     let curve = recipient_tests::openssl_curve(&args.key_spec)?;
 
     let mock_ca = dir.join("mock-ca");
@@ -82,10 +105,9 @@ async fn simulate(args: Args) -> anyhow::Result<bool> {
     let kms_public_path = dir.join("kms-public.der");
     std::fs::write(&kms_public_path, &kms_public_der)?;
 
-    let peer = step(5, &format!("make a peer {curve} key pair with openssl genpkey"), async {
-        openssl_peer_key(dir, curve)
-    })
-    .await?;
+    let peer =
+        step(5, &format!("make a peer {curve} key pair with openssl genpkey"), async { openssl_peer_key(dir, curve) })
+            .await?;
 
     let enclave_secret = step(6, "enclave-agent derive-shared-secret with the mock NSM, through the parent", async {
         let output = binaries
@@ -139,12 +161,21 @@ fn main() -> ExitCode {
         }
     };
 
-    // Ctrl-C ends the flow through the select, so every child process and
-    // the temporary directory are dropped (stopped and removed) on the way out.
+    // The steps block their thread while a child runs, so Ctrl-C is handled
+    // here on the main thread: stop every service, remove the working
+    // directory, and exit.
     let result = runtime.block_on(async {
+        let flow = tokio::spawn(simulate(args));
         tokio::select! {
-            result = simulate(args) => result,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            joined = flow => joined.unwrap_or_else(|error| Err(anyhow::anyhow!("the simulation task failed: {error}"))),
+            _ = tokio::signal::ctrl_c() => {
+                recipient_tests::stop_all_services();
+                if let Some(dir) = WORKING_DIRECTORY.get() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                println!("RESULT: interrupted; every service was stopped and the working directory removed");
+                std::process::exit(130);
+            }
         }
     });
     match result {
