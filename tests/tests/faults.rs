@@ -111,3 +111,40 @@ async fn kms_restart_during_load_fails_cleanly_then_recovers() {
     assert!(succeeded.load(Ordering::SeqCst) > after_restart, "no request succeeded after the restart");
     drop(kms);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_past_max_age_is_rejected() {
+    let binaries = Binaries::build_debug().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    init_mock_ca(&binaries, dir, &dir.join("mock-ca")).unwrap();
+    let port = free_port();
+    let _kms = start_kms_on(&binaries, dir, port, &["--max-document-age", "2"]);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let parent = start_parent_proxy(&binaries, dir, &endpoint, &[]).unwrap();
+    let (key_id, _) = create_agreement_key(&kms_client(&endpoint), "ECC_NIST_P256").await.unwrap();
+    let peer = openssl_peer_key(dir, "P-256").unwrap();
+    let params = DeriveSharedSecretParams {
+        key_id,
+        public_key: std::fs::read(&peer.public_der).unwrap(),
+        grant_tokens: Vec::new(),
+        dry_run: false,
+    };
+
+    // Reuse allowed for longer than kms-local's maximum age, so the second
+    // request carries a document that has become too old.
+    let nsm: Arc<dyn Nsm> = Arc::new(MockNsm::open(&dir.join("mock-ca"), None).unwrap());
+    let parent_client = ParentClient::new(parent.address.parse().unwrap(), Duration::from_secs(20));
+    let client = RecipientClient::new(nsm, parent_client, RsaKeySize::Rsa2048)
+        .with_key_reuse(Some(KeyReuse { max_age: Duration::from_secs(60), max_uses: 10 }));
+    client.derive_shared_secret(params.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+
+    match client.derive_shared_secret(params).await {
+        Err(ClientError::Parent(ParentError::Remote(ErrorFrame::Kms { name, message, .. }))) => {
+            assert_eq!(name, "AccessDeniedException");
+            assert!(message.contains("too old"), "{message}");
+        }
+        other => panic!("expected AccessDeniedException for an old document, got {other:?}"),
+    }
+}
