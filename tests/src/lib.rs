@@ -29,7 +29,7 @@ impl Binaries {
     /// Uses the binaries in `dir` (for example `target/release`).
     pub fn in_dir(dir: impl Into<PathBuf>) -> anyhow::Result<Self> {
         let binaries = Self { dir: dir.into(), log_dir: None };
-        for name in ["enclave-agent", "parent-proxy", "kms-local"] {
+        for name in ["enclave-agent", "parent-proxy", "kms-local", "eif-tool"] {
             let path = binaries.path(name);
             if !path.is_file() {
                 bail!("{} not found; build it with `cargo build --release --bins`", path.display());
@@ -45,7 +45,7 @@ impl Binaries {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let status = Command::new(cargo)
             .current_dir(&workspace)
-            .args(["build", "--bins", "-p", "enclave-agent", "-p", "parent-proxy", "-p", "kms-local"])
+            .args(["build", "--bins", "-p", "enclave-agent", "-p", "parent-proxy", "-p", "kms-local", "-p", "eif-tool"])
             .status()
             .context("cannot run cargo build")?;
         if !status.success() {

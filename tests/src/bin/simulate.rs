@@ -1,7 +1,9 @@
 //! `simulate`: runs the whole DeriveSharedSecret Recipient flow on this
 //! machine with real processes on loopback (kms-local, parent-proxy,
 //! enclave-agent with the mock NSM) and checks the enclave's secret against
-//! OpenSSL's. Behind `make simulate`.
+//! OpenSSL's. Then it binds the key to an enclave image built with eif-tool
+//! and checks that the key policy allows that image and denies another.
+//! Behind `make simulate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,10 +147,118 @@ async fn run_steps(args: &Args, dir: &std::path::Path) -> anyhow::Result<bool> {
     };
     println!("enclave secret: {} bytes, fingerprint {}", enclave_secret.len(), digest(&enclave_secret));
     println!("openssl secret: {} bytes, fingerprint {}", openssl_secret.len(), digest(&openssl_secret));
+    if enclave_secret != openssl_secret {
+        println!("    MISMATCH: the enclave's shared secret differs from OpenSSL's");
+        return Ok(false);
+    }
+
+    // The same key, now bound to an enclave image by its key policy.
+    let image =
+        step(8, "build an enclave image with eif-tool (stand-in kernel, enclave-agent in the ramdisk)", async {
+            build_image(&binaries, dir, "app", b"")
+        })
+        .await?;
+    step(9, "write the image's key policy with eif-tool policy and put it on the key", async {
+        let output = binaries
+            .command("eif-tool", dir)
+            .args(["policy", "--eif"])
+            .arg(&image.eif)
+            .args(["--principal", "arn:aws:iam::111122223333:root"])
+            .output()?;
+        check_success("eif-tool policy", &output)?;
+        let policy = String::from_utf8(output.stdout).context("eif-tool policy printed non-UTF-8")?;
+        client.put_key_policy().key_id(&key_id).policy_name("default").policy(policy).send().await?;
+        println!("    ImageSha384 (PCR0) {}", image.pcr0);
+        Ok(())
+    })
+    .await?;
+
+    let derive_as = |pcrs: &std::path::Path| {
+        binaries
+            .command("enclave-agent", dir)
+            .args(["derive-shared-secret", "--key-id", &key_id, "--public-key"])
+            .arg(format!("fileb://{}", peer.public_der.display()))
+            .args(["--parent", &parent.address, "--nsm", "mock", "--mock-dir"])
+            .arg(&mock_ca)
+            .arg("--mock-pcrs")
+            .arg(pcrs)
+            .output()
+    };
+    let allowed = step(10, "enclave-agent as a mock enclave measured from that image: allowed", async {
+        let output = derive_as(&image.pcrs)?;
+        check_success("enclave-agent derive-shared-secret", &output)?;
+        let secret = STANDARD.decode(String::from_utf8_lossy(&output.stdout).trim())?;
+        let matches = secret == openssl_secret;
+        println!(
+            "    shared secret {} bytes, fingerprint {}: {}",
+            secret.len(),
+            digest(&secret),
+            if matches { "matches OpenSSL's" } else { "MISMATCH" }
+        );
+        Ok(matches)
+    })
+    .await?;
+
+    let other = build_image(&binaries, dir, "other", b"one more application file")?;
+    let denied = step(11, "a mock enclave measured from a different image: denied", async {
+        let output = derive_as(&other.pcrs)?;
+        let log = std::fs::read_to_string(dir.join("enclave-agent.log")).unwrap_or_default();
+        let denied =
+            output.status.code() == Some(1) && log.contains("AccessDeniedException") && output.stdout.is_empty();
+        println!(
+            "    PCR0 {}: {}",
+            &other.pcr0[..16],
+            if denied { "AccessDeniedException, as expected" } else { "NOT denied" }
+        );
+        Ok(denied)
+    })
+    .await?;
 
     drop(parent);
     drop(kms);
-    Ok(enclave_secret == openssl_secret)
+    Ok(allowed && denied)
+}
+
+/// An image built for the simulation: the EIF, its measurements file and PCR0.
+struct Image {
+    eif: PathBuf,
+    pcrs: PathBuf,
+    pcr0: String,
+}
+
+/// Builds an EIF whose ramdisk holds enclave-agent (and `extra`, when not
+/// empty), and writes its measurements where `--mock-pcrs` reads them.
+fn build_image(binaries: &Binaries, dir: &std::path::Path, name: &str, extra: &[u8]) -> anyhow::Result<Image> {
+    let root = dir.join(format!("{name}-root"));
+    std::fs::create_dir_all(root.join("bin"))?;
+    std::fs::copy(binaries.path("enclave-agent"), root.join("bin/enclave-agent"))?;
+    if !extra.is_empty() {
+        std::fs::write(root.join("bin/extra.txt"), extra)?;
+    }
+    let kernel = dir.join("stand-in-kernel");
+    std::fs::write(&kernel, b"a stand-in for a bzImage: eif-tool measures bytes, it does not boot them")?;
+
+    let ramdisk = dir.join(format!("{name}.cpio"));
+    let output = binaries.command("eif-tool", dir).arg("ramdisk").arg(&root).arg("-o").arg(&ramdisk).output()?;
+    check_success("eif-tool ramdisk", &output)?;
+    let eif = dir.join(format!("{name}.eif"));
+    let output = binaries
+        .command("eif-tool", dir)
+        .args(["build", "--kernel"])
+        .arg(&kernel)
+        .args(["--cmdline", "console=ttyS0 reboot=k panic=30", "--ramdisk"])
+        .arg(&ramdisk)
+        .arg("--output")
+        .arg(&eif)
+        .output()?;
+    check_success("eif-tool build", &output)?;
+
+    let measurements: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("eif-tool build printed no JSON")?;
+    let pcr0 = measurements["Measurements"]["PCR0"].as_str().context("no PCR0 in eif-tool's output")?.to_owned();
+    let pcrs = dir.join(format!("{name}-pcrs.json"));
+    std::fs::write(&pcrs, &output.stdout)?;
+    Ok(Image { eif, pcrs, pcr0 })
 }
 
 fn main() -> ExitCode {
@@ -180,11 +290,13 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(true) => {
-            println!("RESULT: the enclave's shared secret matches OpenSSL's");
+            println!(
+                "RESULT: the enclave's shared secret matches OpenSSL's, and the image's key policy allows only that image"
+            );
             ExitCode::SUCCESS
         }
         Ok(false) => {
-            println!("RESULT: MISMATCH: the enclave's shared secret differs from OpenSSL's");
+            println!("RESULT: FAILED: a check above did not hold");
             ExitCode::FAILURE
         }
         Err(error) => {
