@@ -353,7 +353,9 @@ pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
 
     let body_len = u32::try_from(frame.len() - 4)
         .map_err(|_| FrameError::TooLarge { declared: (frame.len() - 4) as u64, max: u32::MAX })?;
-    frame[..4].copy_from_slice(&body_len.to_be_bytes());
+    if let Some(prefix) = frame.get_mut(..4) {
+        prefix.copy_from_slice(&body_len.to_be_bytes());
+    }
     Ok(frame)
 }
 
@@ -381,8 +383,8 @@ where
 {
     let mut prefix = [0u8; 4];
     let mut filled = 0;
-    while filled < prefix.len() {
-        let n = reader.read(&mut prefix[filled..]).await?;
+    while let Some(rest) = prefix.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        let n = reader.read(rest).await?;
         if n == 0 {
             return Err(if filled == 0 {
                 FrameError::Closed
@@ -400,8 +402,8 @@ where
 
     let mut body = vec![0u8; declared as usize];
     let mut received = 0;
-    while received < body.len() {
-        let n = reader.read(&mut body[received..]).await?;
+    while let Some(rest) = body.get_mut(received..).filter(|rest| !rest.is_empty()) {
+        let n = reader.read(rest).await?;
         if n == 0 {
             return Err(FrameError::Truncated { expected: u64::from(declared), received: received as u64 });
         }

@@ -165,10 +165,10 @@ impl ParentClient {
     /// Returns the open connection, or opens one; `true` when it is reused.
     async fn connection(&self) -> Result<(Arc<Connection>, bool), ParentError> {
         let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            if connection.alive.load(Ordering::Acquire) {
-                return Ok((Arc::clone(connection), true));
-            }
+        if let Some(connection) = slot.as_ref()
+            && connection.alive.load(Ordering::Acquire)
+        {
+            return Ok((Arc::clone(connection), true));
         }
 
         let stream = transport::connect(&self.address).await?;

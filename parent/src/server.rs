@@ -257,21 +257,21 @@ async fn handle_request(shared: &Shared, connection: u64, request: Request) -> R
 
 /// Applies the allowlists and the attestation rule.
 pub fn check_rules(config: &ServerConfig, operation: &Operation) -> Result<(), ErrorFrame> {
-    if let Some(allowed) = &config.allow_operations {
-        if !allowed.contains(operation.name()) {
-            return Err(ErrorFrame::Refused {
-                rule: "allow-operation".to_owned(),
-                message: format!("{} is not in the parent's --allow-operation list", operation.name()),
-            });
-        }
+    if let Some(allowed) = &config.allow_operations
+        && !allowed.contains(operation.name())
+    {
+        return Err(ErrorFrame::Refused {
+            rule: "allow-operation".to_owned(),
+            message: format!("{} is not in the parent's --allow-operation list", operation.name()),
+        });
     }
-    if let (Some(allowed), Some(key_id)) = (&config.allow_keys, operation.key_id()) {
-        if !allowed.contains(key_id) {
-            return Err(ErrorFrame::Refused {
-                rule: "allow-key".to_owned(),
-                message: format!("key {key_id} is not in the parent's --allow-key list"),
-            });
-        }
+    if let (Some(allowed), Some(key_id)) = (&config.allow_keys, operation.key_id())
+        && !allowed.contains(key_id)
+    {
+        return Err(ErrorFrame::Refused {
+            rule: "allow-key".to_owned(),
+            message: format!("key {key_id} is not in the parent's --allow-key list"),
+        });
     }
     if !config.allow_unattested && operation.recipient().is_none() {
         return Err(ErrorFrame::Refused {

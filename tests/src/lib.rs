@@ -143,11 +143,9 @@ impl Service {
             let mut sent = false;
             for line in lines.by_ref() {
                 let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(address) = line.strip_prefix(&prefix) {
-                        let _ = sender.send(address.trim().to_owned());
-                        sent = true;
-                    }
+                if !sent && let Some(address) = line.strip_prefix(&prefix) {
+                    let _ = sender.send(address.trim().to_owned());
+                    sent = true;
                 }
             }
         });

@@ -251,11 +251,12 @@ pub async fn derive_shared_secret(args: &DeriveSharedSecretArgs) -> anyhow::Resu
         "KeyAgreementAlgorithm": derived.key_agreement_algorithm,
         "KeyOrigin": derived.key_origin,
     });
-    if let Some(kdf) = args.kdf {
-        fields["Kdf"] = json!(match kdf {
+    if let (Some(kdf), Some(object)) = (args.kdf, fields.as_object_mut()) {
+        let name = match kdf {
             Kdf::HkdfSha256 => "HKDF-SHA256",
             Kdf::HkdfSha384 => "HKDF-SHA384",
-        });
+        };
+        object.insert("Kdf".to_owned(), json!(name));
     }
     emit(&args.output, field, &secret, fields)
 }

@@ -124,10 +124,13 @@ async fn run_steps(args: &Args, dir: &std::path::Path) -> anyhow::Result<bool> {
         check_success("enclave-agent derive-shared-secret", &output)?;
         let response: serde_json::Value =
             serde_json::from_slice(&output.stdout).context("enclave-agent did not print JSON")?;
-        let secret = response["SharedSecret"].as_str().context("no SharedSecret in the enclave's output")?;
+        let secret =
+            response.get("SharedSecret").and_then(|v| v.as_str()).context("no SharedSecret in the enclave's output")?;
         println!(
             "    KeyId {}, KeyAgreementAlgorithm {}, KeyOrigin {}",
-            response["KeyId"], response["KeyAgreementAlgorithm"], response["KeyOrigin"]
+            field(&response, "KeyId"),
+            field(&response, "KeyAgreementAlgorithm"),
+            field(&response, "KeyOrigin")
         );
         STANDARD.decode(secret).context("SharedSecret is not base64")
     })
@@ -207,7 +210,7 @@ async fn run_steps(args: &Args, dir: &std::path::Path) -> anyhow::Result<bool> {
             output.status.code() == Some(1) && log.contains("AccessDeniedException") && output.stdout.is_empty();
         println!(
             "    PCR0 {}: {}",
-            &other.pcr0[..16],
+            other.pcr0.get(..16).unwrap_or_default(),
             if denied { "AccessDeniedException, as expected" } else { "NOT denied" }
         );
         Ok(denied)
@@ -217,6 +220,11 @@ async fn run_steps(args: &Args, dir: &std::path::Path) -> anyhow::Result<bool> {
     drop(parent);
     drop(kms);
     Ok(allowed && denied)
+}
+
+/// Returns a JSON field for printing, `null` when absent.
+fn field<'a>(value: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    value.get(name).unwrap_or(&serde_json::Value::Null)
 }
 
 /// An image built for the simulation: the EIF, its measurements file and PCR0.
@@ -255,7 +263,11 @@ fn build_image(binaries: &Binaries, dir: &std::path::Path, name: &str, extra: &[
 
     let measurements: serde_json::Value =
         serde_json::from_slice(&output.stdout).context("eif-tool build printed no JSON")?;
-    let pcr0 = measurements["Measurements"]["PCR0"].as_str().context("no PCR0 in eif-tool's output")?.to_owned();
+    let pcr0 = measurements
+        .pointer("/Measurements/PCR0")
+        .and_then(|v| v.as_str())
+        .context("no PCR0 in eif-tool's output")?
+        .to_owned();
     let pcrs = dir.join(format!("{name}-pcrs.json"));
     std::fs::write(&pcrs, &output.stdout)?;
     Ok(Image { eif, pcrs, pcr0 })
