@@ -9,11 +9,11 @@ use std::time::Duration;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::operation::RequestId;
 use aws_sdk_kms::primitives::Blob;
-use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_sdk_kms::types::{
     DataKeyPairSpec, DataKeySpec, EncryptionAlgorithmSpec, KeyAgreementAlgorithmSpec, KeyEncryptionMechanism,
     RecipientInfo,
 };
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use recipient_common::protocol::{
     DecryptOutput, DeriveSharedSecretOutput, ErrorFrame, GenerateDataKeyOutput, GenerateDataKeyPairOutput,
     GenerateRandomOutput, Operation, Output, Recipient, SecretBytes,
@@ -130,7 +130,9 @@ impl KmsForwarder {
                     .ciphertext_blob(Blob::new(request.ciphertext_blob.into_vec()))
                     .set_key_id(request.key_id)
                     .set_encryption_context(non_empty_map(request.encryption_context))
-                    .set_encryption_algorithm(request.encryption_algorithm.as_deref().map(EncryptionAlgorithmSpec::from))
+                    .set_encryption_algorithm(
+                        request.encryption_algorithm.as_deref().map(EncryptionAlgorithmSpec::from),
+                    )
                     .set_grant_tokens(non_empty(request.grant_tokens))
                     .set_dry_run(request.dry_run.then_some(true))
                     .set_recipient(request.recipient.map(recipient_info))
@@ -231,7 +233,8 @@ impl aws_sdk_kms::config::Intercept for RetryLogger {
     ) -> Result<(), aws_sdk_kms::error::BoxError> {
         let attempt = cfg.load::<RequestAttempts>().map_or(1, RequestAttempts::attempts);
         if attempt > 1 {
-            let operation = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map_or("KMS", |m| m.name());
+            let operation =
+                cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map_or("KMS", |m| m.name());
             tracing::warn!(attempt, operation, "retrying KMS call");
         }
         Ok(())

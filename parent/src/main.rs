@@ -14,7 +14,8 @@ use parent_proxy::server::{self, ServerConfig};
 use recipient_common::protocol::DEFAULT_MAX_FRAME_LEN;
 use recipient_common::transport::{Address, DEFAULT_PARENT_LISTEN, Listener};
 
-const OPERATIONS: [&str; 5] = ["Decrypt", "DeriveSharedSecret", "GenerateDataKey", "GenerateDataKeyPair", "GenerateRandom"];
+const OPERATIONS: [&str; 5] =
+    ["Decrypt", "DeriveSharedSecret", "GenerateDataKey", "GenerateDataKeyPair", "GenerateRandom"];
 
 /// Forward KMS Recipient requests from a Nitro Enclave to KMS.
 ///
@@ -101,7 +102,8 @@ enum LogFormat {
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value).with_context(|| format!("--{flag} {value}: expected a non-negative number of seconds"))
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("--{flag} {value}: expected a non-negative number of seconds"))
 }
 
 fn init_logging(format: LogFormat) {

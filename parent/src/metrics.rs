@@ -127,8 +127,14 @@ mod tests {
         metrics.add_connections(-1);
 
         let text = metrics.render();
-        assert!(text.contains("parent_proxy_requests_total{operation=\"DeriveSharedSecret\",outcome=\"ok\"} 2\n"), "{text}");
-        assert!(text.contains("parent_proxy_requests_total{operation=\"Decrypt\",outcome=\"kms_error\"} 1\n"), "{text}");
+        assert!(
+            text.contains("parent_proxy_requests_total{operation=\"DeriveSharedSecret\",outcome=\"ok\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("parent_proxy_requests_total{operation=\"Decrypt\",outcome=\"kms_error\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("parent_proxy_request_duration_seconds_bucket{le=\"0.005\"} 1\n"), "{text}");
         assert!(text.contains("parent_proxy_request_duration_seconds_bucket{le=\"0.05\"} 2\n"), "{text}");
         assert!(text.contains("parent_proxy_request_duration_seconds_bucket{le=\"10\"} 2\n"), "{text}");

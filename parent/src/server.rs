@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use recipient_common::protocol::{self, ErrorFrame, FrameError, Operation, Request, Response};
 use recipient_common::transport::{Listener, Stream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::kms::{ForwardError, Forwarded, KmsForwarder};
@@ -60,6 +60,8 @@ struct Shared {
     in_flight: Arc<Semaphore>,
     connection_ids: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Set on shutdown: connections stop reading new requests.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Serves `listener` until `shutdown` completes, then waits up to the grace
@@ -78,6 +80,7 @@ pub async fn serve(
         config,
         forwarder,
         connection_ids: AtomicU64::new(0),
+        stopping: tokio::sync::watch::Sender::new(false),
     });
     let address = listener.local_address();
     info!(%address, "parent-proxy accepting connections");
@@ -96,6 +99,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    shared.stopping.send_replace(true);
 
     let in_flight = shared.config.max_in_flight - shared.in_flight.available_permits();
     info!(in_flight, grace_seconds = shared.config.shutdown_grace.as_secs_f64(), "stopped accepting; draining");
@@ -132,19 +136,34 @@ fn accept_connection(shared: &Arc<Shared>, mut stream: Stream, peer: String) {
 
 async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64) {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let (sender, mut receiver) = mpsc::channel::<Response>(64);
+    // A request's in-flight permit travels with its response and is released
+    // only once the response is written, so that a shutdown that waits for
+    // every permit also waits for the responses to leave.
+    let (sender, mut receiver) = mpsc::channel::<(Response, Option<OwnedSemaphorePermit>)>(64);
     let max_frame_len = shared.config.max_frame_len;
     let writer_task = tokio::spawn(async move {
-        while let Some(response) = receiver.recv().await {
-            if let Err(error) = protocol::write_frame(&mut writer, &response, max_frame_len).await {
+        while let Some((response, permit)) = receiver.recv().await {
+            let written = protocol::write_frame(&mut writer, &response, max_frame_len).await;
+            drop(permit);
+            if let Err(error) = written {
                 debug!(connection, %error, "writing a response failed");
                 break;
             }
         }
     });
 
+    let mut stopping = shared.stopping.subscribe();
     loop {
-        let body = match tokio::time::timeout(shared.config.idle_timeout, protocol::read_frame_body(&mut reader, max_frame_len)).await {
+        let read =
+            tokio::time::timeout(shared.config.idle_timeout, protocol::read_frame_body(&mut reader, max_frame_len));
+        let read = tokio::select! {
+            read = read => read,
+            _ = stopping.wait_for(|stopping| *stopping) => {
+                debug!(connection, "shutting down; no further requests read");
+                break;
+            }
+        };
+        let body = match read {
             Err(_) => {
                 debug!(connection, "idle timeout");
                 break;
@@ -153,7 +172,9 @@ async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64
             Ok(Err(error @ FrameError::TooLarge { .. })) => {
                 // The body was not read, so the stream cannot be resynchronised.
                 warn!(connection, %error, "oversized frame; closing the connection");
-                let _ = sender.send(Response::new(0, Err(ErrorFrame::Malformed { message: error.to_string() }))).await;
+                let _ = sender
+                    .send((Response::new(0, Err(ErrorFrame::Malformed { message: error.to_string() })), None))
+                    .await;
                 break;
             }
             Ok(Err(error)) => {
@@ -168,7 +189,9 @@ async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64
             Err(error) => {
                 let id = protocol::peek_request_id(&body).unwrap_or(0);
                 warn!(connection, request_id = id, %error, "malformed request");
-                let _ = sender.send(Response::new(id, Err(ErrorFrame::Malformed { message: error.to_string() }))).await;
+                let _ = sender
+                    .send((Response::new(id, Err(ErrorFrame::Malformed { message: error.to_string() })), None))
+                    .await;
                 continue;
             }
         };
@@ -176,7 +199,7 @@ async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64
         let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
             warn!(connection, request_id = request.id, "in-flight limit reached; rejecting");
             let message = format!("{} requests in flight, the maximum", shared.config.max_in_flight);
-            let _ = sender.send(Response::new(request.id, Err(ErrorFrame::Busy { message }))).await;
+            let _ = sender.send((Response::new(request.id, Err(ErrorFrame::Busy { message })), None)).await;
             continue;
         };
         let shared = Arc::clone(shared);
@@ -184,9 +207,8 @@ async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64
         shared.metrics.add_in_flight(1);
         tokio::spawn(async move {
             let response = handle_request(&shared, connection, request).await;
-            let _ = sender.send(response).await;
             shared.metrics.add_in_flight(-1);
-            drop(permit);
+            let _ = sender.send((response, Some(permit))).await;
         });
     }
 
@@ -203,15 +225,18 @@ async fn handle_request(shared: &Shared, connection: u64, request: Request) -> R
 
     let result = match check_rules(&shared.config, &request.operation) {
         Err(refusal) => Err(ForwardError { error: refusal, kms_request_id: None }),
-        Ok(()) => match tokio::time::timeout(shared.config.request_timeout, shared.forwarder.forward(request.operation)).await {
-            Ok(result) => result,
-            Err(_) => Err(ForwardError {
-                error: ErrorFrame::KmsTimeout {
-                    message: format!("no response from KMS within {:?}", shared.config.request_timeout),
-                },
-                kms_request_id: None,
-            }),
-        },
+        Ok(()) => {
+            match tokio::time::timeout(shared.config.request_timeout, shared.forwarder.forward(request.operation)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(ForwardError {
+                    error: ErrorFrame::KmsTimeout {
+                        message: format!("no response from KMS within {:?}", shared.config.request_timeout),
+                    },
+                    kms_request_id: None,
+                }),
+            }
+        }
     };
 
     let latency = started.elapsed();
@@ -297,9 +322,17 @@ fn outcome_name(error: &ErrorFrame) -> &'static str {
     }
 }
 
-/// The first 16 hex digits of the document's SHA-256, for logs that must
-/// identify a document without carrying it.
+/// Identifies a document in logs without carrying it: the first 16 hex
+/// digits of its SHA-256 and of its PCR0. The parent does not verify the
+/// document (KMS does), so an unparsable one is logged as such.
 fn document_digest(document: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, document);
-    hex::encode(digest.as_ref().get(..8).unwrap_or_default())
+    let sha256 = hex::encode(digest.as_ref().get(..8).unwrap_or_default());
+    let pcr0 = match recipient_common::attestation::parse(document) {
+        Ok(parsed) => {
+            parsed.pcrs.get(&0).map_or_else(|| "none".to_owned(), |pcr0| hex::encode(pcr0.get(..8).unwrap_or_default()))
+        }
+        Err(_) => "unparsable".to_owned(),
+    };
+    format!("sha256:{sha256} pcr0:{pcr0}")
 }

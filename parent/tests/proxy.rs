@@ -186,6 +186,20 @@ async fn forwards_and_passes_kms_errors() {
 }
 
 #[tokio::test]
+async fn endpoint_from_aws_endpoint_url_kms() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Ok).await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
+    isolate_aws_environment(&mut command, scratch.path());
+    command.env("AWS_ENDPOINT_URL_KMS", &kms.url).args(["--listen", "tcp://127.0.0.1:0"]);
+    let proxy = Service::start("parent-proxy", command, "parent-proxy listening on ").unwrap();
+    let mut stream = connect(&proxy).await;
+
+    assert_ok(&call(&mut stream, &derive_request(1)).await);
+    assert_eq!(kms.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn unreachable_kms_is_typed_within_timeout() {
     let scratch = tempfile::tempdir().unwrap();
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -247,7 +261,10 @@ async fn allowlists_and_attestation_rule_refuse() {
         }),
     );
     let response = call(&mut stream, &random).await;
-    assert!(matches!(&response.result, Err(ErrorFrame::Refused { rule, .. }) if rule == "allow-operation"), "{response:?}");
+    assert!(
+        matches!(&response.result, Err(ErrorFrame::Refused { rule, .. }) if rule == "allow-operation"),
+        "{response:?}"
+    );
 
     let mut other_key = derive_request(2);
     if let Operation::DeriveSharedSecret(request) = &mut other_key.operation {
@@ -468,7 +485,10 @@ async fn metrics_and_health_are_served() {
     assert_eq!(entry["fields"]["operation"], "DeriveSharedSecret");
     assert_eq!(entry["fields"]["key_id"], "alias/test");
     assert_eq!(entry["fields"]["kms_request_id"], "test-0");
-    assert_eq!(entry["fields"]["document"].as_str().unwrap().len(), 16);
+    // The test document is not a parsable attestation document.
+    let document = entry["fields"]["document"].as_str().unwrap();
+    assert!(document.starts_with("sha256:") && document.ends_with(" pcr0:unparsable"), "{document}");
+    assert_eq!(document.len(), "sha256: pcr0:unparsable".len() + 16, "{document}");
 }
 
 async fn http_get(address: &str, path: &str) -> String {
