@@ -43,8 +43,20 @@ simulate: .deps-installed release
 	./target/release/simulate --bin-dir target/release
 
 test: deps
+	$(MAKE) --no-print-directory supply-chain
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+
+# Licences, sources and RustSec advisories of every crate in Cargo.lock,
+# checked offline against the advisory-db copy at ../shared/advisory-db;
+# the policy and each exception's reason are in supply-chain.toml.
+# `cargo fetch` downloads only the locked crates that are not cached yet,
+# which `cargo metadata --offline` needs.
+.PHONY: supply-chain
+supply-chain:
+	$(CARGO) fetch --locked
+	python3 -m unittest discover -s scripts -p 'test_supply_chain.py'
+	python3 scripts/supply_chain.py
 
 # Criterion benchmarks, then the end-to-end load driver on release builds:
 # concurrency 1 and 16 for latency and throughput against the direct SDK
