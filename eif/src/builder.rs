@@ -51,7 +51,9 @@ pub enum BuildError {
     #[error("an image needs at least one ramdisk; pass --ramdisk")]
     NoRamdisk,
     /// More ramdisks than the section table holds.
-    #[error("{count} ramdisks exceed the section table: at most {max} fit next to kernel, cmdline, metadata and signature")]
+    #[error(
+        "{count} ramdisks exceed the section table: at most {max} fit next to kernel, cmdline, metadata and signature"
+    )]
     TooManyRamdisks { count: usize, max: usize },
     /// The kernel command line contains a NUL byte.
     #[error("kernel command line contains a NUL byte at position {position}; remove it")]
@@ -133,10 +135,12 @@ pub fn write_eif<W: Write + Seek>(options: &BuildOptions, out: &mut W) -> Result
 
     let start = out.stream_position().map_err(BuildError::Output)?;
     out.write_all(&[0u8; HEADER_LEN]).map_err(BuildError::Output)?;
-    let mut writer = SectionWriter { out, crc: crc32fast::Hasher::new(), position: HEADER_LEN as u64, table: Vec::new() };
+    let mut writer =
+        SectionWriter { out, crc: crc32fast::Hasher::new(), position: HEADER_LEN as u64, table: Vec::new() };
     let mut hasher = ImageHasher::new();
 
-    let kernel_len = writer.copy_file(SectionKind::Kernel, "kernel", &options.kernel, |chunk| hasher.update_boot(chunk))?;
+    let kernel_len =
+        writer.copy_file(SectionKind::Kernel, "kernel", &options.kernel, |chunk| hasher.update_boot(chunk))?;
     debug!(kernel = %options.kernel.display(), kernel_len, "kernel section written");
     let cmdline = options.cmdline.as_bytes();
     hasher.update_boot(cmdline);
@@ -192,7 +196,7 @@ pub fn write_eif<W: Write + Seek>(options: &BuildOptions, out: &mut W) -> Result
     Ok(Measurements { pcr0, pcr1, pcr2, pcr8 })
 }
 
-/// The metadata section: the JSON object nitro-cli writes, with fields this
+/// Encodes the metadata section: the JSON object nitro-cli writes, with fields this
 /// tool cannot know (the Docker image, the kernel's OS string) left empty.
 fn metadata_json(options: &BuildOptions) -> Vec<u8> {
     let build_time = OffsetDateTime::from_unix_timestamp(options.build_time)

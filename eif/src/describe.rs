@@ -69,7 +69,8 @@ impl Description {
     /// Builds the report of a read image.
     pub fn new(image: &EifImage) -> Self {
         let metadata = image.metadata.as_ref();
-        let text_field = |name: &str| metadata.and_then(|value| value.get(name)).and_then(Value::as_str).map(str::to_owned);
+        let text_field =
+            |name: &str| metadata.and_then(|value| value.get(name)).and_then(Value::as_str).map(str::to_owned);
         Self {
             version: image.header.version,
             flags: image.header.flags,
@@ -109,6 +110,7 @@ impl Description {
         if let (Some(name), Some(version)) = (&self.image_name, &self.image_version) {
             let _ = writeln!(out, "Image            {name} {version}");
         }
+
         let _ = writeln!(out, "Sections");
         for section in &self.sections {
             let _ = writeln!(
@@ -120,17 +122,21 @@ impl Description {
                 section.size
             );
         }
+
         let _ = writeln!(out, "Measurements     {HASH_ALGORITHM}");
         for (name, value) in self.measurements.iter().filter(|(name, _)| name.starts_with("PCR")) {
             let _ = writeln!(out, "  {name:<5} {value}");
         }
+
         match (&self.signing_certificate, self.signature_detail) {
             (Some(certificate), Some(check)) => {
                 let verdict = match check {
                     SignatureCheck::Valid => "valid, signs this image's PCR0".to_owned(),
                     SignatureCheck::BadSignature => "INVALID: does not verify under the certificate's key".to_owned(),
                     SignatureCheck::PayloadMismatch => "INVALID: signs another PCR0 than this image's".to_owned(),
-                    SignatureCheck::UnsupportedAlgorithm(alg) => format!("not checked: COSE algorithm {alg} is not supported"),
+                    SignatureCheck::UnsupportedAlgorithm(alg) => {
+                        format!("not checked: COSE algorithm {alg} is not supported")
+                    }
                 };
                 let _ = writeln!(out, "Signature        {verdict}");
                 let _ = writeln!(out, "  Subject        {}", certificate.subject);

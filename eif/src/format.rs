@@ -76,7 +76,7 @@ impl SectionKind {
         }
     }
 
-    /// The value of the section header's `type` field.
+    /// Returns the value of the section header's `type` field.
     pub fn to_wire(self) -> u16 {
         match self {
             Self::Kernel => 1,
@@ -87,7 +87,7 @@ impl SectionKind {
         }
     }
 
-    /// The lower-case name used in messages and in `describe` output.
+    /// Returns the lower-case name used in messages and in `describe` output.
     pub fn name(self) -> &'static str {
         match self {
             Self::Kernel => "kernel",
@@ -121,7 +121,7 @@ impl Architecture {
         if flags & FLAG_ARM64 != 0 { Self::Aarch64 } else { Self::X86_64 }
     }
 
-    /// The header flags that select this architecture.
+    /// Returns the header flags that select this architecture.
     pub fn flags(self) -> u16 {
         match self {
             Self::X86_64 => 0,
@@ -129,7 +129,7 @@ impl Architecture {
         }
     }
 
-    /// The name nitro-cli and the Linux kernel use.
+    /// Returns the name nitro-cli and the Linux kernel use.
     pub fn name(self) -> &'static str {
         match self {
             Self::X86_64 => "x86_64",
@@ -216,7 +216,7 @@ impl Header {
         bytes
     }
 
-    /// The architecture selected by the flags.
+    /// Returns the architecture selected by the flags.
     pub fn architecture(&self) -> Architecture {
         Architecture::from_flags(self.flags)
     }
@@ -260,8 +260,8 @@ impl SectionHeader {
 }
 
 /// Reads fixed-size fields from a buffer whose length the caller's array
-/// type already guarantees; a read past the end yields zeros instead of
-/// panicking, which the fixed layouts above never cause.
+/// type guarantees. A read past the end would yield zeros instead of
+/// panicking, but the fixed layouts above never read past the end.
 struct Cursor<'a> {
     rest: &'a [u8],
 }

@@ -38,7 +38,7 @@ pub enum LintError {
     Malformed { location: String, reason: String },
 }
 
-/// What a finding is about.
+/// The kind of a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
@@ -50,7 +50,7 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
-    /// The kebab-case code printed with each finding.
+    /// Returns the kebab-case code printed with each finding.
     pub fn code(self) -> &'static str {
         match self {
             Self::UnknownConditionKey => "unknown-condition-key",
@@ -120,9 +120,10 @@ fn lint_statement(position: usize, statement: &Value, findings: &mut Vec<Finding
         Some("Deny") => false,
         _ => return Err(malformed("Effect", "expected \"Allow\" or \"Deny\"")),
     };
-    let actions = string_list(statement.get("Action")).ok_or_else(|| malformed("Action", "expected a string or an array of strings"))?;
-    let not_actions =
-        string_list(statement.get("NotAction")).ok_or_else(|| malformed("NotAction", "expected a string or an array of strings"))?;
+    let actions = string_list(statement.get("Action"))
+        .ok_or_else(|| malformed("Action", "expected a string or an array of strings"))?;
+    let not_actions = string_list(statement.get("NotAction"))
+        .ok_or_else(|| malformed("NotAction", "expected a string or an array of strings"))?;
 
     let mut has_effective_attestation = false;
     let mut grant_is_for_aws_resource = false;
@@ -158,7 +159,9 @@ fn lint_statement(position: usize, statement: &Value, findings: &mut Vec<Finding
                     for value in values.iter().filter(|value| !is_pcr_hex(value)) {
                         report(
                             FindingKind::InvalidPcrValue,
-                            format!("{key} value {value:?} is not 96 hex digits, so no attestation document matches it"),
+                            format!(
+                                "{key} value {value:?} is not 96 hex digits, so no attestation document matches it"
+                            ),
                         );
                     }
                 }
@@ -192,7 +195,9 @@ fn lint_statement(position: usize, statement: &Value, findings: &mut Vec<Finding
             ),
         );
     }
-    if allows("kms:CreateGrant", &actions, &not_actions, statement.contains_key("NotAction")) && !grant_is_for_aws_resource {
+    if allows("kms:CreateGrant", &actions, &not_actions, statement.contains_key("NotAction"))
+        && !grant_is_for_aws_resource
+    {
         report(
             FindingKind::GrantBypass,
             "allows kms:CreateGrant, and a grant can allow the Recipient operations without an attestation \
@@ -304,7 +309,8 @@ mod tests {
     use crate::measure::Measurements;
     use crate::policy::{PolicyOptions, key_policy};
 
-    const PCR: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f";
+    const PCR: &str =
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f";
 
     fn policy_with(statement: Value) -> Value {
         json!({"Version": "2012-10-17", "Statement": [statement]})
@@ -341,7 +347,8 @@ mod tests {
 
     #[test]
     fn correct_condition_passes() {
-        let policy = policy_with(attested("StringEqualsIgnoreCase", "kms:RecipientAttestation:ImageSha384", json!(PCR)));
+        let policy =
+            policy_with(attested("StringEqualsIgnoreCase", "kms:RecipientAttestation:ImageSha384", json!(PCR)));
 
         assert_eq!(kinds(&policy), Vec::new());
     }
@@ -350,10 +357,7 @@ mod tests {
     fn attestation_key_alone_is_unknown() {
         let policy = policy_with(attested("StringEqualsIgnoreCase", "kms:RecipientAttestation", json!(PCR)));
 
-        assert_eq!(
-            kinds(&policy),
-            [FindingKind::UnknownConditionKey, FindingKind::RecipientAllowWithoutAttestation]
-        );
+        assert_eq!(kinds(&policy), [FindingKind::UnknownConditionKey, FindingKind::RecipientAllowWithoutAttestation]);
     }
 
     #[test]
@@ -369,7 +373,9 @@ mod tests {
 
     #[test]
     fn misspelled_and_padded_keys_are_unknown() {
-        for key in ["kms:RecipientAttestation:ImageSha256", "kms:RecipientAttestation:PCR01", "kms:RecipientAttestation:Pcr"] {
+        for key in
+            ["kms:RecipientAttestation:ImageSha256", "kms:RecipientAttestation:PCR01", "kms:RecipientAttestation:Pcr"]
+        {
             let policy = policy_with(attested("StringEquals", key, json!(PCR)));
             assert_eq!(kinds(&policy)[0], FindingKind::UnknownConditionKey, "{key}");
         }
@@ -403,7 +409,8 @@ mod tests {
 
     #[test]
     fn sha256_length_value_is_flagged() {
-        let policy = policy_with(attested("StringEquals", "kms:RecipientAttestation:ImageSha384", json!("ab".repeat(32))));
+        let policy =
+            policy_with(attested("StringEquals", "kms:RecipientAttestation:ImageSha384", json!("ab".repeat(32))));
 
         assert_eq!(kinds(&policy), [FindingKind::InvalidPcrValue]);
     }
@@ -432,7 +439,8 @@ mod tests {
 
     #[test]
     fn not_action_allow_is_flagged() {
-        let statement = json!({"Effect": "Allow", "Principal": {"AWS": "*"}, "NotAction": "kms:Decrypt", "Resource": "*"});
+        let statement =
+            json!({"Effect": "Allow", "Principal": {"AWS": "*"}, "NotAction": "kms:Decrypt", "Resource": "*"});
 
         let findings = lint_policy(&policy_with(statement)).unwrap();
 
@@ -460,20 +468,14 @@ mod tests {
         let policy =
             policy_with(attested("StringEqualsIgnoreCaseIfExists", "kms:RecipientAttestation:ImageSha384", json!(PCR)));
 
-        assert_eq!(
-            kinds(&policy),
-            [FindingKind::IneffectiveOperator, FindingKind::RecipientAllowWithoutAttestation]
-        );
+        assert_eq!(kinds(&policy), [FindingKind::IneffectiveOperator, FindingKind::RecipientAllowWithoutAttestation]);
     }
 
     #[test]
     fn negated_operator_is_ineffective() {
         let policy = policy_with(attested("StringNotEquals", "kms:RecipientAttestation:ImageSha384", json!(PCR)));
 
-        assert_eq!(
-            kinds(&policy),
-            [FindingKind::IneffectiveOperator, FindingKind::RecipientAllowWithoutAttestation]
-        );
+        assert_eq!(kinds(&policy), [FindingKind::IneffectiveOperator, FindingKind::RecipientAllowWithoutAttestation]);
     }
 
     #[test]
@@ -503,7 +505,10 @@ mod tests {
             (r#"{"Statement": 3}"#, "Statement"),
             (r#"{"Statement": [{"Effect": "Maybe", "Action": "kms:Decrypt"}]}"#, "Statement[0].Effect"),
             (r#"{"Statement": [{"Effect": "Allow", "Action": 5}]}"#, "Statement[0].Action"),
-            (r#"{"Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Condition": []}]}"#, "Statement[0].Condition"),
+            (
+                r#"{"Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Condition": []}]}"#,
+                "Statement[0].Condition",
+            ),
         ];
         for (text, fragment) in cases {
             let error = lint_policy_text(text).unwrap_err();

@@ -174,7 +174,9 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| cause.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
 }
 
 fn run(command: Command) -> Result<ExitCode> {
@@ -201,7 +203,9 @@ fn run(command: Command) -> Result<ExitCode> {
             let default_memory = memory.checked_mul(1 << 20).context("--memory is too large")?;
             let image_name = match image_name {
                 Some(name) => name,
-                None => output.file_stem().map_or_else(|| "enclave".to_owned(), |stem| stem.to_string_lossy().into_owned()),
+                None => {
+                    output.file_stem().map_or_else(|| "enclave".to_owned(), |stem| stem.to_string_lossy().into_owned())
+                }
             };
             let options = BuildOptions {
                 kernel,
@@ -221,7 +225,8 @@ fn run(command: Command) -> Result<ExitCode> {
             build(&options, &output)
         }
         Command::Policy { eif, principal, administrator, operations, pcrs } => {
-            let operations = if operations.is_empty() { RecipientOperation::KEY_OPERATIONS.to_vec() } else { operations };
+            let operations =
+                if operations.is_empty() { RecipientOperation::KEY_OPERATIONS.to_vec() } else { operations };
             policy(&eif, PolicyOptions { principal, administrator, operations, pcrs })
         }
         Command::PolicyLint { policy, output } => policy_lint(&policy, output),
@@ -259,9 +264,10 @@ fn ramdisk(directory: &Path, output: &Path) -> Result<ExitCode> {
 }
 
 fn load_signing_key(certificate: &Path, key: &Path) -> Result<SigningKey> {
-    let certificate_pem =
-        fs::read(certificate).with_context(|| format!("cannot read --signing-certificate {}", certificate.display()))?;
-    let key_pem = Zeroizing::new(fs::read(key).with_context(|| format!("cannot read --private-key {}", key.display()))?);
+    let certificate_pem = fs::read(certificate)
+        .with_context(|| format!("cannot read --signing-certificate {}", certificate.display()))?;
+    let key_pem =
+        Zeroizing::new(fs::read(key).with_context(|| format!("cannot read --private-key {}", key.display()))?);
     SigningKey::from_pem(&certificate_pem, &key_pem)
         .with_context(|| format!("cannot sign with {} and {}", certificate.display(), key.display()))
 }

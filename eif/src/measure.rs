@@ -65,7 +65,7 @@ impl Measurements {
         pcrs
     }
 
-    /// The `Measurements` object of nitro-cli's `describe-eif` and
+    /// Returns the `Measurements` object of nitro-cli's `describe-eif` and
     /// `build-enclave` output: `HashAlgorithm` and lower-case hex PCRs.
     pub fn to_nitro_cli_map(&self) -> BTreeMap<String, String> {
         let mut map = BTreeMap::new();
@@ -113,8 +113,8 @@ pub(crate) fn finish(context: Context) -> Pcr {
 
 /// Computes PCR0, PCR1 and PCR2 from the measured sections, fed in file
 /// order. PCR1's input is a prefix of PCR0's, so one context serves both and
-/// is cloned when the first ramdisk ends; the later ramdisks go into a
-/// second context for PCR2 as well.
+/// is cloned when the first ramdisk ends. The later ramdisks also go into a
+/// second context, for PCR2.
 #[derive(Clone)]
 pub(crate) struct ImageHasher {
     image: Context,

@@ -29,7 +29,8 @@ pub const IMAGE_SHA384_KEY: &str = "kms:RecipientAttestation:ImageSha384";
 pub const PCR_KEY_PREFIX: &str = "kms:RecipientAttestation:PCR";
 
 /// Highest PCR index accepted in a condition key. AWS does not document
-/// which indexes KMS accepts; the attestation document holds PCR0 to PCR31.
+/// which indexes KMS accepts, and an attestation document can contain PCR0
+/// to PCR31.
 pub const MAX_PCR_INDEX: u8 = 31;
 
 /// The operator of the generated conditions.
@@ -100,14 +101,19 @@ pub enum RecipientOperation {
 
 impl RecipientOperation {
     /// All five operations.
-    pub const ALL: [Self; 5] =
-        [Self::Decrypt, Self::DeriveSharedSecret, Self::GenerateDataKey, Self::GenerateDataKeyPair, Self::GenerateRandom];
+    pub const ALL: [Self; 5] = [
+        Self::Decrypt,
+        Self::DeriveSharedSecret,
+        Self::GenerateDataKey,
+        Self::GenerateDataKeyPair,
+        Self::GenerateRandom,
+    ];
 
     /// The operations a key policy governs: all but GenerateRandom.
     pub const KEY_OPERATIONS: [Self; 4] =
         [Self::Decrypt, Self::DeriveSharedSecret, Self::GenerateDataKey, Self::GenerateDataKeyPair];
 
-    /// The operation name as KMS spells it.
+    /// Returns the operation name as KMS spells it.
     pub fn name(self) -> &'static str {
         match self {
             Self::Decrypt => "Decrypt",
@@ -118,7 +124,7 @@ impl RecipientOperation {
         }
     }
 
-    /// The IAM action, `kms:` and the name.
+    /// Returns the IAM action: `kms:` and the name.
     pub fn action(self) -> String {
         format!("kms:{}", self.name())
     }
@@ -136,9 +142,10 @@ impl FromStr for RecipientOperation {
     /// Accepts the name with or without `kms:`, in any case.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let trimmed = text.trim();
-        let name = trimmed.get(..4).filter(|prefix| prefix.eq_ignore_ascii_case("kms:")).map_or(trimmed, |_| {
-            trimmed.get(4..).unwrap_or_default()
-        });
+        let name = trimmed
+            .get(..4)
+            .filter(|prefix| prefix.eq_ignore_ascii_case("kms:"))
+            .map_or(trimmed, |_| trimmed.get(4..).unwrap_or_default());
         Self::ALL
             .into_iter()
             .find(|operation| operation.name().eq_ignore_ascii_case(name))
@@ -388,7 +395,12 @@ mod tests {
         assert_eq!(statements[1]["Principal"]["AWS"], ROLE);
         assert_eq!(
             statements[1]["Action"],
-            serde_json::json!(["kms:Decrypt", "kms:DeriveSharedSecret", "kms:GenerateDataKey", "kms:GenerateDataKeyPair"])
+            serde_json::json!([
+                "kms:Decrypt",
+                "kms:DeriveSharedSecret",
+                "kms:GenerateDataKey",
+                "kms:GenerateDataKeyPair"
+            ])
         );
         let condition = &statements[1]["Condition"]["StringEqualsIgnoreCase"];
         assert_eq!(condition["kms:RecipientAttestation:ImageSha384"], "a0".repeat(48));
@@ -424,7 +436,8 @@ mod tests {
 
     #[test]
     fn duplicate_pcr_is_rejected() {
-        let error = key_policy(&measurements(), &options(vec!["1".parse().unwrap(), "1".parse().unwrap()])).unwrap_err();
+        let error =
+            key_policy(&measurements(), &options(vec!["1".parse().unwrap(), "1".parse().unwrap()])).unwrap_err();
 
         assert!(matches!(error, PolicyError::DuplicatePcr { index: 1 }), "{error}");
     }

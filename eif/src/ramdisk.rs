@@ -1,10 +1,11 @@
 //! Reproducible ramdisks: a directory tree as a newc cpio archive, the
 //! format the Linux kernel unpacks into its initial root file system.
 //!
-//! Each entry is a 110-byte ASCII header (magic `070701`, then 13 fields of
-//! 8 hex digits: inode, mode, uid, gid, nlink, mtime, filesize, devmajor,
-//! devminor, rdevmajor, rdevminor, namesize, check), the NUL-terminated
-//! name padded to a multiple of 4 bytes, and the data padded the same way.
+//! Each entry starts with a 110-byte ASCII header: the magic `070701`, then
+//! 13 fields of 8 hex digits (inode, mode, uid, gid, nlink, mtime, filesize,
+//! devmajor, devminor, rdevmajor, rdevminor, namesize, check). The
+//! NUL-terminated name follows, padded to a multiple of 4 bytes, and then
+//! the data, padded the same way.
 //! The archive ends with the entry `TRAILER!!!`.
 //!
 //! The same tree always gives the same bytes: entries are sorted by path
@@ -45,7 +46,7 @@ pub enum RamdiskError {
     /// The root is not a directory.
     #[error("{path} is not a directory; pass the directory to pack")]
     NotADirectory { path: PathBuf },
-    /// The tree holds a file type the archive does not store.
+    /// The tree contains a file type the archive does not store.
     #[error("{path} is a {kind}; only regular files, directories and symbolic links can be packed")]
     UnsupportedFileType { path: PathBuf, kind: &'static str },
     /// A file exceeds the 32-bit size field of the newc format.
@@ -253,7 +254,8 @@ mod tests {
                 let start = at + 6 + n * 8;
                 u32::from_str_radix(std::str::from_utf8(&archive[start..start + 8]).unwrap(), 16).unwrap()
             };
-            let (mode, uid, mtime, size, name_size) = (field(1), field(2), field(5), field(6) as usize, field(11) as usize);
+            let (mode, uid, mtime, size, name_size) =
+                (field(1), field(2), field(5), field(6) as usize, field(11) as usize);
             let name = String::from_utf8(archive[at + HEADER_LEN..at + HEADER_LEN + name_size - 1].to_vec()).unwrap();
             let data_start = (at + HEADER_LEN + name_size).next_multiple_of(4);
             let data = archive[data_start..data_start + size].to_vec();

@@ -35,8 +35,8 @@ const PARALLEL_THRESHOLD: u64 = 4 << 20;
 /// Read size for streaming section payloads.
 const CHUNK_LEN: usize = 256 << 10;
 
-/// Errors reading an EIF. Each variant names a defect of the file unless it
-/// says otherwise.
+/// Errors reading an EIF. Each variant is a defect of the file, except
+/// `Io`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EifError {
@@ -67,7 +67,9 @@ pub enum EifError {
     #[error("section {index} at offset {offset} with {size} payload bytes ends outside the {file_len}-byte file")]
     SectionOutOfFile { index: usize, offset: u64, size: u64, file_len: u64 },
     /// Two sections share bytes.
-    #[error("sections {first} and {second} overlap: section {first} ends at {first_end}, section {second} starts at {second_offset}")]
+    #[error(
+        "sections {first} and {second} overlap: section {first} ends at {first_end}, section {second} starts at {second_offset}"
+    )]
     SectionsOverlap { first: usize, second: usize, first_end: u64, second_offset: u64 },
     /// The section table lists sections in another order than they appear in
     /// the file.
@@ -95,7 +97,9 @@ pub enum EifError {
     #[error("{kind} section of {size} bytes exceeds the maximum of {max} bytes")]
     SectionTooLarge { kind: SectionKind, size: u64, max: u64 },
     /// The stored CRC does not match the file's contents.
-    #[error("CRC mismatch: the header stores {stored:08x} but the file's CRC-32 is {computed:08x}; the image is corrupt")]
+    #[error(
+        "CRC mismatch: the header stores {stored:08x} but the file's CRC-32 is {computed:08x}; the image is corrupt"
+    )]
     CrcMismatch { stored: u32, computed: u32 },
     /// The metadata section is not JSON.
     #[error("metadata section is not valid JSON: {0}")]
@@ -232,7 +236,9 @@ fn read_source(source: &impl Source, name: &str) -> Result<EifImage, EifError> {
     }
 
     let metadata = match &streamed.metadata {
-        Some(bytes) => Some(serde_json::from_slice(bytes).map_err(|error| EifError::MalformedMetadata(error.to_string()))?),
+        Some(bytes) => {
+            Some(serde_json::from_slice(bytes).map_err(|error| EifError::MalformedMetadata(error.to_string()))?)
+        }
         None => None,
     };
     let signature = match &streamed.signature {
@@ -408,9 +414,14 @@ fn check_structure(sections: &[Section]) -> Result<(), EifError> {
                 return Err(EifError::SectionOrder { index: section.index, found, expected });
             }
         };
-        if matches!(section.kind, SectionKind::Metadata | SectionKind::Signature) && section.size > MAX_SMALL_SECTION_LEN
+        if matches!(section.kind, SectionKind::Metadata | SectionKind::Signature)
+            && section.size > MAX_SMALL_SECTION_LEN
         {
-            return Err(EifError::SectionTooLarge { kind: section.kind, size: section.size, max: MAX_SMALL_SECTION_LEN });
+            return Err(EifError::SectionTooLarge {
+                kind: section.kind,
+                size: section.size,
+                max: MAX_SMALL_SECTION_LEN,
+            });
         }
     }
     match expect {
@@ -421,7 +432,7 @@ fn check_structure(sections: &[Section]) -> Result<(), EifError> {
     }
 }
 
-/// What one pass over the sections yields.
+/// Results of one pass over the sections.
 struct Streamed {
     crc32: u32,
     pcr0: Pcr,
@@ -435,9 +446,14 @@ struct Streamed {
 /// payloads. The sections must have passed `check_layout` and
 /// `check_structure`, so they tile the file in order.
 fn stream_sections(source: &impl Source, sections: &[Section], crc_prefix: &[u8]) -> io::Result<Streamed> {
-    let is_application = |position: usize, section: &Section| section.kind == SectionKind::Ramdisk && position > first_ramdisk(sections);
-    let application: Vec<Section> =
-        sections.iter().enumerate().filter(|(position, section)| is_application(*position, section)).map(|(_, section)| *section).collect();
+    let is_application =
+        |position: usize, section: &Section| section.kind == SectionKind::Ramdisk && position > first_ramdisk(sections);
+    let application: Vec<Section> = sections
+        .iter()
+        .enumerate()
+        .filter(|(position, section)| is_application(*position, section))
+        .map(|(_, section)| *section)
+        .collect();
     let application_len: u64 = application.iter().map(|section| section.size).sum();
     let parallel = application_len >= PARALLEL_THRESHOLD;
 
@@ -461,18 +477,17 @@ fn stream_sections(source: &impl Source, sections: &[Section], crc_prefix: &[u8]
             seen_application |= in_application;
             // The worker computes the CRC of the application ramdisks, which
             // are contiguous, so the CRC is split into three parts.
-            let crc = match (in_application, seen_application) {
+            let mut crc = match (in_application, seen_application) {
                 (true, _) if parallel => None,
                 (true, _) => Some(&mut crc_application),
                 (false, false) => Some(&mut crc_before),
                 (false, true) => Some(&mut crc_after),
             };
-            let mut crc = crc;
             if let Some(crc) = crc.as_deref_mut() {
                 crc.update(&section.encoded_header());
             }
 
-            let mut kept = Vec::new();
+            let mut payload = Vec::new();
             stream_range(source, section.payload_offset(), section.size, &mut buffer, |chunk| {
                 if let Some(crc) = crc.as_deref_mut() {
                     crc.update(chunk);
@@ -485,7 +500,7 @@ fn stream_sections(source: &impl Source, sections: &[Section], crc_prefix: &[u8]
                             application_inline.update(chunk);
                         }
                     }
-                    SectionKind::Metadata | SectionKind::Signature => kept.extend_from_slice(chunk),
+                    SectionKind::Metadata | SectionKind::Signature => payload.extend_from_slice(chunk),
                 }
             })?;
 
@@ -493,15 +508,16 @@ fn stream_sections(source: &impl Source, sections: &[Section], crc_prefix: &[u8]
                 SectionKind::Ramdisk if position == first_ramdisk(sections) => {
                     pcr1 = Some(extend_zero_pcr(&finish(image.clone())));
                 }
-                SectionKind::Metadata => metadata = Some(kept),
-                SectionKind::Signature => signature = Some(kept),
+                SectionKind::Metadata => metadata = Some(payload),
+                SectionKind::Signature => signature = Some(payload),
                 _ => {}
             }
         }
 
         let application_digest = match worker {
             Some(worker) => {
-                let (crc, digest) = worker.join().map_err(|_| io::Error::other("application hashing thread panicked"))??;
+                let (crc, digest) =
+                    worker.join().map_err(|_| io::Error::other("application hashing thread panicked"))??;
                 crc_application = crc;
                 digest
             }

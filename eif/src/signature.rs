@@ -65,7 +65,7 @@ pub enum SignatureError {
     /// The certificate's key is not an ECDSA P-384 key.
     #[error("signing certificate has a {found} key; expected an ECDSA P-384 (secp384r1) key")]
     CertificateKeyType { found: String },
-    /// The private key file holds no supported key.
+    /// The private key file contains no supported key.
     #[error(
         "private key file contains no EC PRIVATE KEY or PRIVATE KEY PEM block (found {found}); \
          create one with `openssl ecparam -name secp384r1 -genkey`"
@@ -193,8 +193,8 @@ impl SigningKey {
     /// stores them.
     pub fn from_pem(certificate_pem: &[u8], private_key_pem: &[u8]) -> Result<Self, SignatureError> {
         let certificate_der = first_certificate_der(certificate_pem, "signing certificate file")?;
-        let (_, certificate) =
-            X509Certificate::from_der(&certificate_der).map_err(|error| SignatureError::Certificate(error.to_string()))?;
+        let (_, certificate) = X509Certificate::from_der(&certificate_der)
+            .map_err(|error| SignatureError::Certificate(error.to_string()))?;
         let certificate_point = p384_point(&certificate)?.to_vec();
 
         let key_der = private_key_der(private_key_pem)?;
@@ -232,7 +232,7 @@ impl SigningKey {
     }
 }
 
-/// The CBOR payload nitro-cli signs: `{"register_index": 0,
+/// Encodes the CBOR payload nitro-cli signs: `{"register_index": 0,
 /// "register_value": [PCR0 bytes as integers]}`.
 pub fn pcr0_payload(pcr0: &Pcr) -> Vec<u8> {
     let info = Value::Map(vec![
@@ -247,7 +247,9 @@ fn check_cose(cose: &[u8], certificate: &X509Certificate<'_>, pcr0: &Pcr) -> Res
     let value = decode_cbor(cose).map_err(SignatureError::MalformedCose)?;
     let value = match value {
         Value::Tag(18, inner) => *inner,
-        Value::Tag(tag, _) => return Err(SignatureError::MalformedCose(format!("unexpected CBOR tag {tag}; expected 18"))),
+        Value::Tag(tag, _) => {
+            return Err(SignatureError::MalformedCose(format!("unexpected CBOR tag {tag}; expected 18")));
+        }
         other => other,
     };
     let Value::Array(items) = value else {
@@ -323,7 +325,7 @@ fn byte_field(fields: &[(Value, Value)], name: &str) -> Result<Vec<u8>, Signatur
             .iter()
             .map(|item| item.as_integer().and_then(|integer| u8::try_from(integer).ok()))
             .collect::<Option<Vec<u8>>>()
-            .ok_or_else(|| SignatureError::MalformedSection(format!("field {name} holds a value that is not a byte"))),
+            .ok_or_else(|| SignatureError::MalformedSection(format!("field {name} contains a value outside 0 to 255"))),
         _ => Err(SignatureError::MalformedSection(format!("field {name} is neither a byte array nor a byte string"))),
     }
 }
@@ -344,7 +346,8 @@ fn first_certificate_der(pem: &[u8], what: &'static str) -> Result<Vec<u8>, Sign
 fn private_key_der(pem: &[u8]) -> Result<Zeroizing<Vec<u8>>, SignatureError> {
     let mut labels = Vec::new();
     for block in Pem::iter_from_buffer(pem) {
-        let mut block = block.map_err(|error| SignatureError::Pem { what: "private key file", reason: error.to_string() })?;
+        let mut block =
+            block.map_err(|error| SignatureError::Pem { what: "private key file", reason: error.to_string() })?;
         match block.label.as_str() {
             "EC PRIVATE KEY" | "PRIVATE KEY" => return Ok(Zeroizing::new(std::mem::take(&mut block.contents))),
             "ENCRYPTED PRIVATE KEY" => {
@@ -381,9 +384,8 @@ fn p384_point<'a>(certificate: &'a X509Certificate<'_>) -> Result<&'a [u8], Sign
 }
 
 fn certificate_info(certificate: &X509Certificate<'_>) -> CertificateInfo {
-    let format_time = |time: x509_parser::time::ASN1Time| {
-        time.to_datetime().format(&Rfc3339).unwrap_or_else(|_| time.to_string())
-    };
+    let format_time =
+        |time: x509_parser::time::ASN1Time| time.to_datetime().format(&Rfc3339).unwrap_or_else(|_| time.to_string());
     CertificateInfo {
         subject: certificate.subject().to_string(),
         issuer: certificate.issuer().to_string(),
@@ -399,8 +401,9 @@ fn integer_array(bytes: &[u8]) -> Value {
 
 fn encode_cbor(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
-    // Writing a `Value` into a `Vec` cannot fail: the writer never errors and
-    // every `Value` built in this module is encodable.
+    // ciborium's writer into a Vec does not fail, and every Value built in
+    // this module is encodable. An error would leave an empty output, which
+    // every reader rejects.
     if ciborium::into_writer(value, &mut out).is_err() {
         out.clear();
     }
@@ -421,11 +424,11 @@ const _: () = assert!(PCR_LEN == 48);
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
     use super::*;
 
-    /// A self-signed P-384 certificate and its PKCS #8 key, made with rcgen.
+    /// Creates a self-signed P-384 certificate and its PKCS #8 key with rcgen.
     pub(crate) fn test_signer() -> (String, String) {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
         let params = rcgen::CertificateParams::new(vec!["eif-signing.test".to_owned()]).unwrap();
@@ -504,7 +507,8 @@ mod tests {
     #[test]
     fn p256_certificate_is_rejected() {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let certificate = rcgen::CertificateParams::new(vec!["p256.test".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let certificate =
+            rcgen::CertificateParams::new(vec!["p256.test".to_owned()]).unwrap().self_signed(&key).unwrap();
 
         let error = SigningKey::from_pem(certificate.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap_err();
 
@@ -562,6 +566,6 @@ mod tests {
 
         let error = byte_field(&fields, "signature").unwrap_err();
 
-        assert!(error.to_string().contains("not a byte"), "{error}");
+        assert!(error.to_string().contains("outside 0 to 255"), "{error}");
     }
 }

@@ -128,7 +128,10 @@ fn ramdisk_mtime_comes_from_source_date_epoch() {
     let trees = trees();
     let archive = trees.dir.path().join("dated.cpio");
 
-    success(&eif_tool_with_env(&["ramdisk", path(&trees.app), "-o", path(&archive)], &[("SOURCE_DATE_EPOCH", "1700000000")]));
+    success(&eif_tool_with_env(
+        &["ramdisk", path(&trees.app), "-o", path(&archive)],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    ));
 
     let bytes = fs::read(&archive).unwrap();
     // The mtime is the sixth 8-digit field after the 6-byte magic.
@@ -140,7 +143,8 @@ fn invalid_source_date_epoch_is_rejected() {
     let trees = trees();
     let archive = trees.dir.path().join("bad.cpio");
 
-    let output = eif_tool_with_env(&["ramdisk", path(&trees.app), "-o", path(&archive)], &[("SOURCE_DATE_EPOCH", "yesterday")]);
+    let output =
+        eif_tool_with_env(&["ramdisk", path(&trees.app), "-o", path(&archive)], &[("SOURCE_DATE_EPOCH", "yesterday")]);
 
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("SOURCE_DATE_EPOCH=yesterday is invalid"));
@@ -195,7 +199,8 @@ fn describe_prints_nitro_cli_fields() {
         assert!(value.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)), "{pcr}");
     }
     assert!(described["Measurements"].get("PCR8").is_none());
-    let kinds: Vec<&str> = described["Sections"].as_array().unwrap().iter().map(|s| s["Type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> =
+        described["Sections"].as_array().unwrap().iter().map(|s| s["Type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["kernel", "cmdline", "metadata", "ramdisk", "ramdisk"]);
     let last = described["Sections"].as_array().unwrap().last().unwrap();
     assert_eq!(last["Offset"].as_u64().unwrap() + 12 + last["Size"].as_u64().unwrap(), bytes.len() as u64);
@@ -245,7 +250,19 @@ fn signed_build_with_openssl_key_has_pcr8() {
     let certificate = trees.dir.path().join("cert.pem");
     let der = trees.dir.path().join("cert.der");
     openssl(&["ecparam", "-name", "secp384r1", "-genkey", "-out", path(&key)]);
-    openssl(&["req", "-new", "-x509", "-key", path(&key), "-out", path(&certificate), "-days", "30", "-subj", "/CN=eif signer"]);
+    openssl(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        path(&key),
+        "-out",
+        path(&certificate),
+        "-days",
+        "30",
+        "-subj",
+        "/CN=eif signer",
+    ]);
     openssl(&["x509", "-in", path(&certificate), "-outform", "DER", "-out", path(&der)]);
     let boot = trees.dir.path().join("boot.cpio");
     let image = trees.dir.path().join("signed.eif");
@@ -312,7 +329,17 @@ fn build_without_kernel_fails() {
     let trees = trees();
     let image = trees.dir.path().join("none.eif");
 
-    let output = eif_tool(&["build", "--kernel", "/nonexistent/bzImage", "--cmdline", "", "--ramdisk", path(&trees.kernel), "-o", path(&image)]);
+    let output = eif_tool(&[
+        "build",
+        "--kernel",
+        "/nonexistent/bzImage",
+        "--cmdline",
+        "",
+        "--ramdisk",
+        path(&trees.kernel),
+        "-o",
+        path(&image),
+    ]);
 
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/bzImage"));
