@@ -53,7 +53,7 @@ pub enum CredentialsError {
 pub struct Principal {
     pub access_key_id: String,
     secret_access_key: Zeroizing<String>,
-    /// The IAM ARN the key policy sees, e.g. `arn:aws:iam::111122223333:root`.
+    /// The IAM ARN that key policies match against, e.g. `arn:aws:iam::111122223333:root`.
     pub arn: String,
     /// The account of `arn` (the `kms:CallerAccount` condition key).
     pub account_id: String,
@@ -106,7 +106,7 @@ impl Default for Credentials {
 }
 
 impl Credentials {
-    /// The development pair: [`DEV_ACCESS_KEY_ID`] signing as the root of
+    /// Returns the development pair: [`DEV_ACCESS_KEY_ID`] signing as the root of
     /// [`DEV_ACCOUNT_ID`] in [`DEV_REGION`].
     pub fn development() -> Self {
         let principal = Principal {
@@ -124,13 +124,13 @@ impl Credentials {
 
     /// Reads a credentials file (see the module documentation for its shape).
     pub fn from_file(path: &Path) -> Result<Self, CredentialsError> {
-        let shown = path.display().to_string();
+        let path_text = path.display().to_string();
         let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| CredentialsError::Read { path: shown.clone(), source })?,
+            std::fs::read_to_string(path).map_err(|source| CredentialsError::Read { path: path_text.clone(), source })?,
         );
         Self::from_json(&text).map_err(|error| match error {
-            CredentialsError::Json { message, .. } => CredentialsError::Json { path: shown, message },
-            CredentialsError::Invalid { message, .. } => CredentialsError::Invalid { path: shown, message },
+            CredentialsError::Json { message, .. } => CredentialsError::Json { path: path_text, message },
+            CredentialsError::Invalid { message, .. } => CredentialsError::Invalid { path: path_text, message },
             other => other,
         })
     }
@@ -178,7 +178,7 @@ impl Credentials {
         Ok(Self { account_id, region, principals })
     }
 
-    /// The principal of an access key id, if it is configured.
+    /// Returns the principal of an access key id, if it is configured.
     pub fn principal(&self, access_key_id: &str) -> Option<&Principal> {
         self.principals.get(access_key_id)
     }
@@ -252,7 +252,7 @@ mod tests {
     #[test]
     fn debug_hides_the_secret() {
         let credentials = Credentials::development();
-        let shown = format!("{:?}", credentials.principal(DEV_ACCESS_KEY_ID).unwrap());
-        assert!(!shown.contains(DEV_SECRET_ACCESS_KEY));
+        let debug_text = format!("{:?}", credentials.principal(DEV_ACCESS_KEY_ID).unwrap());
+        assert!(!debug_text.contains(DEV_SECRET_ACCESS_KEY));
     }
 }

@@ -122,7 +122,7 @@ wire_enum!(
 );
 
 impl KeySpec {
-    /// Whether `usage` is valid for this spec in AWS KMS and implemented here.
+    /// Returns whether `usage` is valid for this spec in AWS KMS and implemented here.
     pub fn allows_usage(self, usage: KeyUsage) -> bool {
         match self {
             Self::SymmetricDefault | Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => usage == KeyUsage::EncryptDecrypt,
@@ -134,7 +134,7 @@ impl KeySpec {
         self != Self::SymmetricDefault
     }
 
-    /// The encryption algorithms of an ENCRYPT_DECRYPT key of this spec.
+    /// Returns the encryption algorithms of an ENCRYPT_DECRYPT key of this spec.
     pub fn encryption_algorithms(self) -> &'static [EncryptionAlgorithm] {
         match self {
             Self::SymmetricDefault => &[EncryptionAlgorithm::SymmetricDefault],

@@ -73,9 +73,9 @@ impl RecipientVerifier {
         }
         for prefix in ["fileb://", "file://"] {
             if document.starts_with(prefix.as_bytes()) {
-                let shown: String = String::from_utf8_lossy(document).chars().take(200).collect();
+                let text: String = String::from_utf8_lossy(document).chars().take(200).collect();
                 return Err(KmsError::validation(format!(
-                    "Recipient.AttestationDocument is the text {shown:?}, not a document: the file was not read. \
+                    "Recipient.AttestationDocument is the text {text:?}, not a document: the file was not read. \
                      The AWS CLI resolves {prefix} only in top-level arguments, not inside --recipient; \
                      send the Recipient through an SDK or pass the document bytes"
                 )));

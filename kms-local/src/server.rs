@@ -71,17 +71,17 @@ impl RunningServer {
         Ok(Self { address, kms, stop: Some(stop), task })
     }
 
-    /// The bound address.
+    /// Returns the bound address.
     pub fn address(&self) -> SocketAddr {
         self.address
     }
 
-    /// The endpoint URL for SDKs, `http://ADDRESS`.
+    /// Returns the endpoint URL for SDKs, `http://ADDRESS`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.address)
     }
 
-    /// The service behind the server.
+    /// Returns the service behind the server.
     pub fn kms(&self) -> &Arc<Kms> {
         &self.kms
     }

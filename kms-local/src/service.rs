@@ -89,7 +89,7 @@ fn is_uuid(text: &str) -> bool {
         })
 }
 
-/// The AWS message for a missing required member.
+/// Builds the ValidationException AWS returns for a missing required member.
 fn missing(member: &str) -> KmsError {
     KmsError::validation(format!(
         "1 validation error detected: value null at '{member}' failed to satisfy constraint: member must not be null"
@@ -399,11 +399,11 @@ impl Kms {
         self.load(&alias.target_key_id, key_id)
     }
 
-    fn load(&self, id: &str, shown: &str) -> KmsResult<KeyRecord> {
+    fn load(&self, id: &str, requested: &str) -> KmsResult<KeyRecord> {
         let not_found = || KmsError::not_found(format!("key '{}' does not exist", self.key_arn(id)));
         if !is_uuid(id) {
             return Err(KmsError::not_found(format!(
-                "invalid keyId {shown:?}; expected a key id, key ARN, alias name (alias/…) or alias ARN"
+                "invalid keyId {requested:?}; expected a key id, key ARN, alias name (alias/…) or alias ARN"
             )));
         }
         let record = self.store.key(id)?.ok_or_else(not_found)?;
@@ -1297,8 +1297,8 @@ fn parse_symmetric_blob(blob: &[u8]) -> KmsResult<SymmetricBlob<'_>> {
     Ok(SymmetricBlob { key_id, nonce, sealed })
 }
 
-/// The AES-GCM additional data: a label, the key id and the encryption
-/// context as length-prefixed pairs in key order.
+/// Builds the AES-GCM additional data: a label, the key id and the
+/// encryption context as length-prefixed pairs in key order.
 fn symmetric_aad(key_id: &str, context: &BTreeMap<String, String>) -> Vec<u8> {
     let mut aad = b"kms-local symmetric v1\0".to_vec();
     aad.extend_from_slice(key_id.as_bytes());
