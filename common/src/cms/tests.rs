@@ -16,8 +16,8 @@ fn kms_vector(number: u8) -> Vec<u8> {
     std::fs::read(format!("{VECTORS}/cms-kms-ciphertext-for-recipient-{number}.ber")).unwrap()
 }
 
-/// One key per size for the whole test binary; generation dominates the run
-/// time otherwise.
+/// Returns one key per size for the whole test binary, because key
+/// generation would otherwise dominate the run time.
 fn key(bits: usize) -> &'static PrivateDecryptingKey {
     static KEYS: [OnceLock<PrivateDecryptingKey>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let (slot, size) = match bits {
@@ -122,7 +122,7 @@ fn kms_oaep_algorithm_bytes_equal_real_kms_output() {
 #[test]
 fn to_ber_reproduces_kms_vectors_byte_for_byte() {
     // Files 1 and 2 carry the content in a constructed [0], as the builder
-    // writes it; file 3 uses a primitive [0] and differs only there.
+    // writes it. File 3 uses a primitive [0] and differs only there.
     for number in [1, 2] {
         let bytes = kms_vector(number);
         assert_eq!(parse(&bytes).unwrap().to_ber(), bytes, "file {number}");
@@ -133,7 +133,7 @@ fn to_ber_reproduces_kms_vectors_byte_for_byte() {
     assert_eq!(rewritten[..431], bytes[..431]);
 }
 
-/// The real KMS envelope whose content spans five OCTET STRINGs.
+/// Reads the real KMS envelope whose content spans five OCTET STRINGs.
 fn kms_vector_4() -> Vec<u8> {
     std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/cms-kms-ciphertext-for-recipient-4.ber")).unwrap()
 }
@@ -250,8 +250,8 @@ fn build_rejects_plaintext_over_4096_bytes() {
     assert!(matches!(error, CmsError::PlaintextTooLarge { len: 4097, max: 4096 }), "{error:?}");
 }
 
-/// A SubjectPublicKeyInfo with an arbitrary modulus, for size checks that
-/// need no real key.
+/// Encodes a SubjectPublicKeyInfo with an arbitrary modulus, for size
+/// checks that need no real key.
 fn fake_rsa_spki(modulus: &[u8]) -> Vec<u8> {
     let mut rsa_public_key = ber::element(Tag::INTEGER, modulus);
     ber::write_element(&mut rsa_public_key, Tag::INTEGER, &[0x01, 0x00, 0x01]);
