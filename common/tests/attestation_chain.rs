@@ -65,7 +65,7 @@ fn params(spec: &Spec) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, spec.name);
-    params.is_ca = spec.is_ca.clone();
+    params.is_ca = spec.is_ca;
     params.key_usages = spec.key_usages.clone();
     params.not_before = spec.not_before;
     params.not_after = spec.not_after;

@@ -154,7 +154,7 @@ fn vector_not_yet_valid_before_leaf() {
     verifier.verify(&read(vector.file), &options).unwrap();
 }
 
-/// The real document most tamper tests start from, with its verifier options.
+/// Returns the real document most tamper tests start from, with its verifier options.
 fn original() -> (Vec<u8>, VerifyOptions) {
     (read(DOCUMENTS[0].file), at_document(false))
 }

@@ -27,7 +27,7 @@ const OID_SECP384R1: &str = "1.3.132.0.34";
 const OID_BASIC_CONSTRAINTS: &str = "2.5.29.19";
 const OID_KEY_USAGE: &str = "2.5.29.15";
 
-/// The number of (certificate, issuer) links the cache holds before it drops
+/// The number of (certificate, issuer) links the cache contains before it drops
 /// expired entries, and clears itself if that does not free room.
 const CACHE_CAPACITY: usize = 4096;
 
@@ -39,8 +39,8 @@ pub(crate) fn sha256(bytes: &[u8]) -> Sha256 {
     out
 }
 
-/// What the verifier keeps of one certificate after it has checked the
-/// certificate's encoding, algorithms and signature under its issuer.
+/// Facts about one certificate whose encoding, algorithms and signature under
+/// its issuer were checked.
 pub(crate) struct CertificateInfo {
     pub subject: String,
     pub subject_raw: Vec<u8>,

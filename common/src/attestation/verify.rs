@@ -89,7 +89,7 @@ pub struct VerifiedDocument {
 }
 
 impl VerifiedDocument {
-    /// The verified payload.
+    /// Returns the verified payload.
     pub fn document(&self) -> &AttestationDocument {
         &self.document
     }
@@ -99,23 +99,23 @@ impl VerifiedDocument {
         self.document
     }
 
-    /// The subjects of the validated path, root first and leaf last.
+    /// Returns the subjects of the validated path, root first and leaf last.
     pub fn chain_subjects(&self) -> &[String] {
         &self.chain_subjects
     }
 
-    /// SHA-256 of the trusted root's DER, in lower-case hex.
+    /// Returns the SHA-256 of the trusted root's DER, in lower-case hex.
     pub fn root_sha256(&self) -> &str {
         &self.root_sha256
     }
 
-    /// The instant at which the certificates were found valid.
+    /// Returns the instant at which the certificates were found valid.
     pub fn verified_at(&self) -> OffsetDateTime {
         self.verified_at
     }
 
-    /// Whether PCR0, PCR1 and PCR2 are all zero (the document was accepted
-    /// only because debug documents were allowed).
+    /// Returns whether PCR0, PCR1 and PCR2 are all zero (the document was
+    /// accepted only because debug documents were allowed).
     pub fn is_debug_mode(&self) -> bool {
         self.debug_mode
     }
@@ -169,15 +169,15 @@ fn millis_to_datetime(millis: u64) -> Result<OffsetDateTime, AttestationError> {
 }
 
 impl Verifier {
-    /// A verifier that trusts no root; add roots with [`Verifier::add_root_pem`].
+    /// Creates a verifier that trusts no root. Add roots with [`Verifier::add_root_pem`].
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A verifier that trusts the AWS Nitro Enclaves root G1 only.
+    /// Creates a verifier that trusts the AWS Nitro Enclaves root G1 only.
     pub fn with_aws_root() -> Self {
         let mut verifier = Self::new();
-        // The constant is checked by a test, so this cannot fail at run time.
+        // Tests verify real documents with this constant, so this branch is not expected to run.
         if let Err(e) = verifier.add_root_pem(AWS_ROOT_G1_PEM.as_bytes()) {
             tracing::error!(error = %e, "the built-in AWS Nitro Enclaves root G1 is invalid");
         }
@@ -216,12 +216,12 @@ impl Verifier {
         Ok(())
     }
 
-    /// The subjects of the trusted roots.
+    /// Returns the subjects of the trusted roots.
     pub fn root_subjects(&self) -> Vec<String> {
         self.roots.iter().map(|root| root.subject.clone()).collect()
     }
 
-    /// The number of certificates in the shared cache.
+    /// Returns the number of certificates in the shared cache.
     pub fn cached_certificates(&self) -> usize {
         self.cache.len()
     }

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use crate::nsm::{self, DeviceNsm, MAX_ATTESTATION_FIELD_LEN, MockNsm, Nsm};
 
-/// Which NSM answers requests.
+/// NSM backend that processes requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NsmKind {
     /// The Nitro Secure Module, /dev/nsm (inside a real enclave).
@@ -66,7 +66,7 @@ pub struct AttestArgs {
     /// File whose bytes go into the nonce field (at most 1024 bytes).
     #[arg(long, value_name = "FILE")]
     pub nonce: Option<PathBuf>,
-    /// Where to write the document (binary CBOR); `-` writes to standard output.
+    /// Output file for the document (binary CBOR); `-` writes to standard output.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     #[command(flatten)]
@@ -116,4 +116,99 @@ pub fn run(args: &AttestArgs) -> anyhow::Result<()> {
         tracing::info!(path = %args.out.display(), len = document.len(), "wrote attestation document");
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+    use recipient_common::attestation::parse;
+
+    use super::*;
+    use crate::cli::mock_ca::{self, MockCaArgs};
+    use crate::cli::verify_attestation::{self, VerifyAttestationArgs};
+
+    #[derive(Debug, Parser)]
+    struct Attest {
+        #[command(flatten)]
+        args: AttestArgs,
+    }
+
+    #[derive(Debug, Parser)]
+    struct Verify {
+        #[command(flatten)]
+        args: VerifyAttestationArgs,
+    }
+
+    #[test]
+    fn mock_requires_mock_dir() {
+        assert!(Attest::try_parse_from(["attest", "--out", "doc", "--nsm", "mock"]).is_err());
+        let parsed = Attest::try_parse_from(["attest", "--out", "doc"]).unwrap();
+        assert_eq!(parsed.args.nsm.nsm, NsmKind::Device);
+    }
+
+    #[test]
+    fn attest_then_verify_with_mock() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        mock_ca::run(&MockCaArgs { dir: ca.clone(), keep_existing: false }).unwrap();
+
+        let key = aws_lc_rs::rsa::PrivateDecryptingKey::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let spki = aws_lc_rs::encoding::AsDer::as_der(&key.public_key()).unwrap();
+        let der = spki.as_ref().to_vec();
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der)
+        );
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&key_path, pem).unwrap();
+        let nonce_path = dir.path().join("nonce");
+        std::fs::write(&nonce_path, [1, 2, 3]).unwrap();
+        let out = dir.path().join("doc.cbor");
+        let argv = [
+            "attest",
+            "--public-key",
+            key_path.to_str().unwrap(),
+            "--nonce",
+            nonce_path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--nsm",
+            "mock",
+            "--mock-dir",
+            ca.to_str().unwrap(),
+        ];
+        run(&Attest::try_parse_from(argv).unwrap().args).unwrap();
+
+        let document = parse(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(document.public_key, Some(der), "the PEM key is stored as DER");
+        assert_eq!(document.nonce, Some(vec![1, 2, 3]));
+        assert_eq!(document.user_data, None);
+
+        let root = ca.join("root.pem");
+        let argv = ["verify-attestation", out.to_str().unwrap(), "--root", root.to_str().unwrap()];
+        verify_attestation::run(&Verify::try_parse_from(argv).unwrap().args).unwrap();
+        let argv = ["verify-attestation", out.to_str().unwrap()];
+        assert!(verify_attestation::run(&Verify::try_parse_from(argv).unwrap().args).is_err());
+    }
+
+    #[test]
+    fn oversized_field_rejected_before_nsm() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user-data");
+        std::fs::write(&path, vec![0u8; 1025]).unwrap();
+        let err = read_field("--user-data", &path).unwrap_err();
+        assert!(err.to_string().contains("1025 bytes; the NSM accepts at most 1024"), "{err}");
+        std::fs::write(&path, vec![0u8; 1024]).unwrap();
+        assert_eq!(read_field("--user-data", &path).unwrap().len(), 1024);
+    }
+
+    #[test]
+    fn private_key_pem_rejected_as_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        let err = read_field("--public-key", &path).unwrap_err();
+        assert!(err.to_string().contains("expected `PUBLIC KEY`"), "{err}");
+    }
 }

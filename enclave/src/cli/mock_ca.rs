@@ -14,7 +14,7 @@ pub struct MockCaArgs {
     /// verifiers (kms-local --trust-root, verify-attestation --root).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
-    /// Exit successfully, leaving the store unchanged, if DIR already holds one.
+    /// Exit successfully, leaving the store unchanged, if DIR already contains one.
     #[arg(long)]
     pub keep_existing: bool,
 }
@@ -39,4 +39,24 @@ pub fn run(args: &MockCaArgs) -> anyhow::Result<()> {
     println!("root SHA-256:     {root_sha256}");
     println!("instance id:      {}", store.instance_id());
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_init_fails_unless_keep_existing() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = MockCaArgs { dir: dir.path().join("ca"), keep_existing: false };
+        run(&args).unwrap();
+        let err = run(&args).unwrap_err();
+        assert!(
+            err.chain()
+                .any(|cause| matches!(cause.downcast_ref::<NsmError>(), Some(NsmError::AlreadyInitialised { .. }))),
+            "{err:#}"
+        );
+        run(&MockCaArgs { keep_existing: true, ..args }).unwrap();
+    }
 }

@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 /// The largest document file read: KMS accepts attestation documents of up to 256 KiB.
 const MAX_DOCUMENT_FILE: u64 = 256 * 1024 * 4 / 3 + 4096;
 
-/// How the summary is printed.
+/// Summary output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     Text,
@@ -199,4 +199,110 @@ pub fn run(args: &VerifyAttestationArgs) -> anyhow::Result<()> {
         OutputFormat::Json => println!("{}", summary_json(&verified)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use clap::Parser;
+    use recipient_common::attestation::AttestationError;
+
+    use super::*;
+
+    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors");
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: VerifyAttestationArgs,
+    }
+
+    fn args(argv: &[&str]) -> VerifyAttestationArgs {
+        Command::try_parse_from([&["verify-attestation"], argv].concat()).unwrap().args
+    }
+
+    fn vector(name: &str) -> String {
+        format!("{VECTORS}/{name}")
+    }
+
+    fn attestation_error(err: &anyhow::Error) -> &AttestationError {
+        err.chain().find_map(|cause| cause.downcast_ref::<AttestationError>()).unwrap()
+    }
+
+    #[test]
+    fn at_parses_document_and_rfc3339() {
+        assert_eq!("document".parse::<VerifyAt>().unwrap(), VerifyAt::Document);
+        let instant = "2024-09-07T14:40:00Z".parse::<VerifyAt>().unwrap();
+        let expected = SystemTime::UNIX_EPOCH + Duration::from_secs(1_725_720_000);
+        assert_eq!(instant, VerifyAt::Instant(expected));
+        let err = "yesterday".parse::<VerifyAt>().unwrap_err();
+        assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn at_conflicts_with_max_age() {
+        let result = Command::try_parse_from(["verify-attestation", "doc", "--at", "document", "--max-age", "5"]);
+        assert!(result.is_err());
+        let parsed = args(&["doc", "--root", "a.pem", "--root", "b.pem", "--output", "json"]);
+        assert_eq!(parsed.roots.len(), 2);
+        assert_eq!(parsed.output, OutputFormat::Json);
+        assert_eq!(parsed.max_age, 300);
+    }
+
+    #[test]
+    fn base64_text_decoded() {
+        let binary = std::fs::read(vector("attestation-2022-10-13-signed-eif.cbor")).unwrap();
+        let mut text = STANDARD.encode(&binary).into_bytes();
+        text.insert(76, b'\n');
+        text.push(b'\n');
+        assert_eq!(decode_document(text), binary);
+        assert_eq!(decode_document(binary.clone()), binary);
+        assert_eq!(decode_document(b"not base64!".to_vec()), b"not base64!");
+    }
+
+    #[test]
+    fn vector_verifies_at_document_time() {
+        run(&args(&[&vector("attestation-2022-10-13-signed-eif.cbor"), "--at", "document"])).unwrap();
+    }
+
+    #[test]
+    fn vector_expired_now() {
+        let err = run(&args(&[&vector("attestation-2022-10-13-signed-eif.cbor")])).unwrap_err();
+        assert!(matches!(attestation_error(&err), AttestationError::CertificateExpired { .. }), "{err:#}");
+    }
+
+    #[test]
+    fn debug_vector_needs_allow_debug() {
+        let file = vector("attestation-2022-10-12-debug.cbor");
+        let err = run(&args(&[&file, "--at", "document"])).unwrap_err();
+        assert!(matches!(attestation_error(&err), AttestationError::DebugMode), "{err:#}");
+        run(&args(&[&file, "--at", "document", "--allow-debug"])).unwrap();
+    }
+
+    #[test]
+    fn no_aws_root_needs_root() {
+        let err = run(&args(&[&vector("attestation-2022-10-13-signed-eif.cbor"), "--no-aws-root"])).unwrap_err();
+        assert!(err.to_string().contains("--root"), "{err:#}");
+    }
+
+    #[test]
+    fn summaries_show_fields() {
+        let bytes = std::fs::read(vector("attestation-2024-09-07-fields-1024.cbor")).unwrap();
+        let options = VerifyOptions { time: TimeMode::DocumentTime, allow_debug: false };
+        let verified = Verifier::with_aws_root().verify(&bytes, &options).unwrap();
+
+        let text = summary_text(&verified);
+        assert!(text.contains(&format!("module_id:   {}", verified.document().module_id)), "{text}");
+        assert!(text.contains("timestamp:   2024-09-07T14:37:39.545Z"), "{text}");
+        assert!(text.contains("nonce:       1024 bytes"), "{text}");
+        assert!(text.contains("PCR0  e72a46ca80a260fb"), "{text}");
+        assert!(text.contains("CN=aws.nitro-enclaves"), "{text}");
+
+        let json = summary_json(&verified);
+        assert_eq!(json["valid"], true);
+        assert_eq!(json["timestamp"], 1_725_719_859_545u64);
+        assert_eq!(json["public_key_len"], 1024);
+        assert_eq!(json["chain"].as_array().unwrap().len(), 5);
+        assert!(json["pcrs"]["0"].as_str().unwrap().starts_with("e72a46ca80a260fb"));
+    }
 }

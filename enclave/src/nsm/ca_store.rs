@@ -347,22 +347,22 @@ impl CaStore {
         Ok(Self { dir: dir.to_owned(), cabundle, instance_id, issuer_certificate, issuer_key })
     }
 
-    /// The store directory.
+    /// Returns the store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The path of the root certificate, the one a verifier must trust.
+    /// Returns the path of the root certificate, the one a verifier must trust.
     pub fn root_path(&self) -> PathBuf {
         self.dir.join(ROOT_CERT_FILE)
     }
 
-    /// The chain above the leaf, root first, as a document's `cabundle`.
+    /// Returns the chain above the leaf, root first, as a document's `cabundle`.
     pub fn cabundle(&self) -> &[Vec<u8>] {
         &self.cabundle
     }
 
-    /// The mock parent instance id (`i-` and hex digits).
+    /// Returns the mock parent instance id (`i-` and hex digits).
     pub fn instance_id(&self) -> &str {
         &self.instance_id
     }
@@ -402,5 +402,24 @@ impl CaStore {
             .map_err(|e| invalid(&cert_path, format!("not PEM: {e}")))?;
         tracing::info!(dir = %self.dir.display(), "issued a new mock leaf certificate");
         signer_from(&cert_path, parsed.contents, &key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuing_intermediate_is_last() {
+        assert_eq!(INTERMEDIATES.last().map(|(name, _, _)| *name), Some(ISSUING_INTERMEDIATE));
+    }
+
+    #[test]
+    fn instance_ids_validated() {
+        assert!(is_valid_instance_id("i-0123456789abcdef0"));
+        assert!(is_valid_instance_id("i-01234567"));
+        assert!(!is_valid_instance_id("i-0123"));
+        assert!(!is_valid_instance_id("0123456789abcdef0"));
+        assert!(!is_valid_instance_id("i-0123456789abcdefg"));
     }
 }

@@ -1,12 +1,13 @@
 //! A mock NSM: the request set of the real device, a bank of 32 SHA-384 PCRs,
 //! and attestation documents signed under the CA chain of a [`CaStore`].
 //!
-//! Its behaviour follows AWS's `nsm-check` test of the real device: PCR0–15
-//! are locked at start (PCR0–2 image, PCR3 IAM role, PCR4 instance id, PCR8
-//! signing certificate; the others zero), PCR16–31 start zero and unlocked,
-//! `LockPCR` on a locked PCR and `ExtendPCR` on a locked PCR fail, `LockPCRs`
-//! accepts a range up to 32. Documents list PCR0–15 and each of PCR16–31
-//! that was extended.
+//! Its behaviour follows AWS's `nsm-check` test of the real device
+//! (aws-nitro-enclaves-nsm-api, `nsm-test/src/bin/nsm-check.rs`). PCR0–15 are
+//! locked at start: PCR0–2 hold the image, PCR3 the IAM role, PCR4 the
+//! instance id, PCR8 the signing certificate, and the others are zero.
+//! PCR16–31 start zero and unlocked. `LockPCR` and `ExtendPCR` on a locked
+//! PCR fail, and `LockPCRs` accepts a range up to 32. Documents list PCR0–15
+//! and each of PCR16–31 that was extended.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -48,7 +49,7 @@ pub fn measure(data: &[u8]) -> [u8; PCR_LEN] {
     extend(&[0; PCR_LEN], digest(&SHA384, data).as_ref())
 }
 
-/// The default PCRs 0–2 of the mock: measurements of fixed strings, so that
+/// Returns the mock's default PCR0–2: measurements of fixed strings, so that
 /// they are non-zero (a production, not a debug, enclave) and stable.
 pub fn default_pcrs() -> BTreeMap<u32, [u8; PCR_LEN]> {
     BTreeMap::from([
@@ -131,12 +132,12 @@ impl MockNsm {
         Ok(Self { store, module_id, state: Mutex::new(State { pcrs, leaf }) })
     }
 
-    /// The module id, `<instance id>-enc<enclave id>` as on Nitro hardware.
+    /// Returns the module id, `<instance id>-enc<enclave id>` as on Nitro hardware.
     pub fn module_id(&self) -> &str {
         &self.module_id
     }
 
-    /// The CA store the mock signs with.
+    /// Returns the CA store whose leaf signs the documents.
     pub fn store(&self) -> &CaStore {
         &self.store
     }
@@ -298,5 +299,88 @@ fn random_bytes(len: usize) -> Option<Vec<u8>> {
 impl Nsm for MockNsm {
     fn process(&self, request: Request) -> Response {
         self.process_at(request, now())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use std::time::Duration;
+
+    use recipient_common::attestation::{TimeMode, Verifier, VerifyOptions};
+
+    use super::*;
+    use crate::nsm::ca_store::LEAF_LIFETIME;
+    use crate::nsm::init_ca;
+
+    fn attest_at(nsm: &MockNsm, now: OffsetDateTime) -> Vec<u8> {
+        let request = Request::Attestation { user_data: None, nonce: None, public_key: None };
+        match nsm.process_at(request, now) {
+            Response::Attestation { document } => document,
+            other => panic!("unexpected response {other:?}"),
+        }
+    }
+
+    fn leaf_of(document: &[u8]) -> Vec<u8> {
+        attestation::parse(document).unwrap().certificate
+    }
+
+    #[test]
+    fn expired_leaf_reissued() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca).unwrap();
+        let nsm = MockNsm::open(&ca, None).unwrap();
+        let start = now();
+        let first = attest_at(&nsm, start);
+        let stored = std::fs::read(ca.join("leaf.pem")).unwrap();
+
+        let later = start + Duration::from_secs(4 * 3600);
+        let second = attest_at(&nsm, later);
+        assert_ne!(leaf_of(&first), leaf_of(&second), "a new leaf signs after expiry");
+        assert_ne!(std::fs::read(ca.join("leaf.pem")).unwrap(), stored, "the new leaf is stored");
+
+        let mut verifier = Verifier::new();
+        verifier.add_root_pem(&std::fs::read(ca.join("root.pem")).unwrap()).unwrap();
+        let at_later = VerifyOptions { time: TimeMode::At(later.into()), allow_debug: false };
+        verifier.verify(&second, &at_later).unwrap();
+        assert!(verifier.verify(&first, &at_later).is_err(), "the old leaf has expired by then");
+    }
+
+    #[test]
+    fn leaf_renewed_before_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca).unwrap();
+        let nsm = MockNsm::open(&ca, None).unwrap();
+        let start = now();
+        let first = leaf_of(&attest_at(&nsm, start));
+        let well_inside = start + Duration::from_secs(3600);
+        assert_eq!(leaf_of(&attest_at(&nsm, well_inside)), first);
+        let near_end = start + LEAF_LIFETIME - Duration::from_secs(10 * 60);
+        assert_ne!(leaf_of(&attest_at(&nsm, near_end)), first, "less than 30 minutes left renews the leaf");
+    }
+
+    #[test]
+    fn extend_matches_definition() {
+        let old = [7u8; PCR_LEN];
+        let mut input = old.to_vec();
+        input.extend_from_slice(b"data");
+        assert_eq!(extend(&old, b"data").as_slice(), digest(&SHA384, &input).as_ref());
+        let inner = digest(&SHA384, b"image");
+        let mut input = vec![0u8; PCR_LEN];
+        input.extend_from_slice(inner.as_ref());
+        assert_eq!(measure(b"image").as_slice(), digest(&SHA384, &input).as_ref());
+    }
+
+    #[test]
+    fn initial_pcr4_and_16_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca).unwrap();
+        for index in [4, 16] {
+            let err = MockNsm::open_with_pcrs(&ca, &BTreeMap::from([(index, [1; PCR_LEN])])).unwrap_err();
+            assert!(matches!(err, NsmError::InvalidArgument { .. }), "{err}");
+        }
     }
 }
