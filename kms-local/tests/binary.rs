@@ -231,3 +231,44 @@ async fn sigkill_during_burst_keeps_acknowledged_writes() {
     assert_eq!(terminate(&mut restarted), 0);
     assert!(Path::new(&data_arg).join("kms-local.redb").exists());
 }
+
+#[tokio::test]
+async fn policy_denial_logs_deciding_statement() {
+    let mut child = command(&["--listen", "127.0.0.1:0", "--ephemeral"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let endpoint = line.trim_end().strip_prefix("kms-local listening on ").unwrap().to_owned();
+    let mut process = Process { child, endpoint };
+
+    let client = client(&process.endpoint);
+    let key_id = client
+        .create_key()
+        .policy(
+            r#"{"Statement": [
+                {"Sid": "Admin", "Effect": "Allow", "Principal": {"AWS": "111122223333"}, "Action": "kms:*", "Resource": "*"},
+                {"Sid": "NoEncrypt", "Effect": "Deny", "Principal": "*", "Action": "kms:Encrypt", "Resource": "*"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    let error = client.encrypt().key_id(&key_id).plaintext(Blob::new(b"secret plaintext".to_vec())).send().await.unwrap_err();
+    assert_eq!(error_parts(&error).0, "AccessDeniedException");
+    assert_eq!(terminate(&mut process), 0);
+
+    let mut stderr = String::new();
+    process.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let denial = stderr.lines().find(|line| line.contains("key policy denies the request")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(denial.contains(r#"reason=explicit Deny in statement "NoEncrypt""#), "{denial}");
+    assert!(denial.contains(&key_id), "{denial}");
+    assert!(!stderr.contains("kms-local-example-secret"), "the secret must not be logged");
+    assert!(!stderr.contains("c2VjcmV0IHBsYWludGV4dA"), "the plaintext must not be logged");
+}

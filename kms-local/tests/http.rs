@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{raw_request, signed_request, start};
+use common::{raw_request, signed_request, signed_request_at, start};
 use kms_local::Config;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,4 +94,22 @@ async fn slow_connection_does_not_block_others() {
     let mut buffer = [0_u8; 1];
     let pending = tokio::time::timeout(Duration::from_millis(100), stalled.read(&mut buffer)).await;
     assert!(pending.is_err(), "the stalled request must still be waiting for its body");
+}
+
+#[tokio::test]
+async fn clock_skew_over_five_minutes_is_rejected() {
+    let server = start(Config::ephemeral()).await;
+    let address = server.address();
+    let now = time::OffsetDateTime::now_utc();
+
+    let slightly_off = signed_request_at(address, "TrentService.ListKeys", JSON, "{}", now - time::Duration::minutes(4));
+    let (status, _, _) = send(address, &slightly_off).await;
+    assert_eq!(status, 200);
+
+    for (offset, expected) in [(-6, "signature expired"), (6, "signature not yet current")] {
+        let request = signed_request_at(address, "TrentService.ListKeys", JSON, "{}", now + time::Duration::minutes(offset));
+        let (status, kind, body) = send(address, &request).await;
+        assert_eq!((status, kind.as_str()), (400, "InvalidSignatureException"), "{offset} minutes");
+        assert!(body["message"].as_str().unwrap().starts_with(expected), "{body}");
+    }
 }

@@ -547,3 +547,27 @@ async fn unknown_enum_values_are_validation_errors() {
         .unwrap_err();
     assert_eq!(error_parts(&error).0, "ValidationException");
 }
+
+#[tokio::test]
+async fn key_past_deletion_date_is_gone() {
+    let server = start(Config::ephemeral()).await;
+    let client = client(&server.endpoint());
+    let key_id = symmetric_key(&client).await;
+    client.create_alias().alias_name("alias/doomed").target_key_id(&key_id).send().await.unwrap();
+    client.schedule_key_deletion().key_id(&key_id).pending_window_in_days(7).send().await.unwrap();
+
+    // Move the deletion date into the past instead of waiting seven days.
+    let store = server.kms().store();
+    store
+        .update_key(&key_id, |key| {
+            key.deletion_date_ms = Some(1);
+            Ok(())
+        })
+        .unwrap();
+
+    let error = client.describe_key().key_id(&key_id).send().await.unwrap_err();
+    assert_eq!(error_parts(&error).0, "NotFoundException");
+    assert!(store.key(&key_id).unwrap().is_none());
+    assert!(store.alias("alias/doomed").unwrap().is_none());
+    assert!(client.list_keys().send().await.unwrap().keys().is_empty());
+}

@@ -180,9 +180,20 @@ pub async fn raw_request(address: std::net::SocketAddr, request: &str) -> (u16, 
 /// for the tests (independent of the server's verifier), with `Connection:
 /// close` so the response ends the stream.
 pub fn signed_request(address: std::net::SocketAddr, target: &str, content_type: &str, body: &str) -> String {
+    signed_request_at(address, target, content_type, body, time::OffsetDateTime::now_utc())
+}
+
+/// Like [`signed_request`], signed as if the client clock read `signed_at`.
+pub fn signed_request_at(
+    address: std::net::SocketAddr,
+    target: &str,
+    content_type: &str,
+    body: &str,
+    signed_at: time::OffsetDateTime,
+) -> String {
     use aws_lc_rs::{digest, hmac};
     let host = address.to_string();
-    let amz_date = time::OffsetDateTime::now_utc()
+    let amz_date = signed_at
         .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
         .unwrap();
     let date = &amz_date[..8];
