@@ -192,7 +192,16 @@ async fn sigkill_during_burst_keeps_acknowledged_writes() {
     let writers: Vec<_> = (0..8)
         .map(|writer| tokio::spawn(write_burst(process.endpoint.clone(), writer, Arc::clone(&log))))
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once enough writes are acknowledged; a loaded machine may need
+    // far longer than an idle one to get there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let acknowledged = log.lock().unwrap().iter().filter(|entry| entry.acknowledged.is_some()).count();
+        if acknowledged >= 16 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     process.child.kill().unwrap();
     process.child.wait().unwrap();
     for writer in writers {
