@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use recipient_common::attestation::{TimeMode, Verifier, VerifyOptions};
+use recipient_common::attestation::{AttestationError, TimeMode, Verifier, VerifyOptions};
 use serde::Deserialize;
 
 use crate::blob::Blob;
@@ -87,7 +87,12 @@ impl RecipientVerifier {
         })?;
         let options = VerifyOptions { time: TimeMode::Live { max_age: self.max_age }, allow_debug: true };
         let verified = self.verifier.verify(document, &options).map_err(|error| {
-            KmsError::new(ErrorKind::AccessDenied, format!("the Recipient attestation document was rejected: {error}"))
+            let hint = if matches!(error, AttestationError::UntrustedRoot { .. }) {
+                " (kms-local trusts the AWS Nitro Enclaves root G1 and each root given with --trust-root)"
+            } else {
+                ""
+            };
+            KmsError::new(ErrorKind::AccessDenied, format!("the Recipient attestation document was rejected: {error}{hint}"))
         })?;
         let parsed = verified.document();
 

@@ -100,6 +100,7 @@ async fn recipient_documents_are_checked() {
     let (code, message) = error_parts(&derive(&client, &key_id, &peer_spki, Some(stranger)).await.unwrap_err());
     assert_eq!(code, "AccessDeniedException");
     assert!(message.contains("is not a trusted root"), "{message}");
+    assert!(message.contains("--trust-root"), "{message}");
 
     // Older than the default maximum age of five minutes.
     let old = ca.document_aged(&pcrs(1), Some(&enclave.spki), Duration::from_secs(400));
