@@ -6,7 +6,8 @@
 //!
 //! Run with `cargo bench -p kms-local --bench recipient_load`. Set
 //! `KMS_LOCAL_BENCH_REQUESTS` to change the number of requests per
-//! concurrency level (default 2000).
+//! concurrency level (default 2000). Under `cargo test` it makes a short
+//! smoke run instead.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]
@@ -45,12 +46,20 @@ fn millis(duration: Duration) -> f64 {
 }
 
 fn main() {
-    let requests: usize = std::env::var("KMS_LOCAL_BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this file
+    // without it, and then a short smoke run checks that it still works.
+    let measuring = std::env::args().any(|argument| argument == "--bench");
+    let default_requests = if measuring { 2000 } else { 128 };
+    let requests: usize = std::env::var("KMS_LOCAL_BENCH_REQUESTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default_requests);
+    let floor_iterations = if measuring { 2000 } else { 20 };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(run(requests));
+    runtime.block_on(run(requests, floor_iterations));
 }
 
-async fn run(requests: usize) {
+async fn run(requests: usize, floor_iterations: u32) {
     let ca = TestCa::new();
     let enclave = RecipientKey::new();
     let document = ca.document(&pcrs(1), Some(&enclave.spki));
@@ -62,12 +71,12 @@ async fn run(requests: usize) {
     let mut verifier = Verifier::with_aws_root();
     verifier.add_root_pem(ca.root_pem.as_bytes()).unwrap();
     let options = VerifyOptions { time: TimeMode::Live { max_age: Duration::from_secs(300) }, allow_debug: true };
-    let attestation = mean_time(500, || {
+    let attestation = mean_time(floor_iterations / 4, || {
         verifier.verify(&document, &options).unwrap();
     });
     let kms_key = agreement::PrivateKey::generate(&agreement::ECDH_P384).unwrap();
     let peer_point = agreement::PrivateKey::generate(&agreement::ECDH_P384).unwrap().compute_public_key().unwrap();
-    let ecdh = mean_time(2000, || {
+    let ecdh = mean_time(floor_iterations, || {
         agreement::agree(&kms_key, agreement::UnparsedPublicKey::new(&agreement::ECDH_P384, peer_point.as_ref()), (), |z| {
             Ok(z.len())
         })
@@ -75,10 +84,10 @@ async fn run(requests: usize) {
     });
     let oaep = OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&enclave.spki).unwrap()).unwrap();
     let mut output = vec![0_u8; oaep.ciphertext_size()];
-    let rsa_oaep = mean_time(2000, || {
+    let rsa_oaep = mean_time(floor_iterations, || {
         oaep.encrypt(&OAEP_SHA256_MGF1SHA256, &[7; 32], &mut output, None).unwrap();
     });
-    let envelope = mean_time(2000, || {
+    let envelope = mean_time(floor_iterations, || {
         recipient_common::cms::build(&[7; 48], &enclave.spki).unwrap();
     });
 
