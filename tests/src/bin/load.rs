@@ -216,8 +216,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let parent_client = ParentClient::new(parent_address.clone(), Duration::from_secs(60));
                 let reuse = (args.key_reuse > 1)
                     .then_some(KeyReuse { max_age: Duration::from_secs(240), max_uses: args.key_reuse });
-                let recipient = RecipientClient::new(Arc::clone(&nsm), parent_client, RsaKeySize::Rsa2048)
-                    .with_key_reuse(reuse);
+                let recipient =
+                    RecipientClient::new(Arc::clone(&nsm), parent_client, RsaKeySize::Rsa2048).with_key_reuse(reuse);
                 Caller::Enclave {
                     client: Arc::new(recipient),
                     key_id: key_id.clone(),
