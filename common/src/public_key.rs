@@ -82,7 +82,9 @@ pub enum PublicKeyError {
     Base64OfPem,
     #[error("this is a private key ({label}), not a public key; extract the public key with `openssl pkey -pubout`")]
     PrivateKey { label: String },
-    #[error("this is an X.509 certificate, not a SubjectPublicKeyInfo; extract the key with `openssl x509 -pubkey -noout`")]
+    #[error(
+        "this is an X.509 certificate, not a SubjectPublicKeyInfo; extract the key with `openssl x509 -pubkey -noout`"
+    )]
     Certificate,
     #[error("PEM block `{label}` is not a public key; expected `-----BEGIN PUBLIC KEY-----`")]
     UnexpectedPemLabel { label: String },
@@ -92,7 +94,9 @@ pub enum PublicKeyError {
     NotSubjectPublicKeyInfo(String),
     #[error("public key is neither DER, PEM nor base64 of DER; pass the DER file with fileb://PATH")]
     Unrecognised,
-    #[error("curve {oid} is not supported for key agreement; use P-256, P-384 or P-521 (secp256k1 is signing-only in KMS)")]
+    #[error(
+        "curve {oid} is not supported for key agreement; use P-256, P-384 or P-521 (secp256k1 is signing-only in KMS)"
+    )]
     UnsupportedCurve { oid: String },
     #[error("key algorithm {oid} is not supported; expected an EC (id-ecPublicKey) or RSA key")]
     UnsupportedAlgorithm { oid: String },
@@ -124,7 +128,9 @@ pub fn recognise(input: &[u8]) -> Result<PublicKey, PublicKeyError> {
     let inner = std::str::from_utf8(&decoded).ok().map(str::trim);
     match inner {
         Some(inner) if inner.starts_with("-----BEGIN") => Err(PublicKeyError::Base64OfPem),
-        Some(inner) if decode_base64(inner).is_some_and(|d| d.first() == Some(&0x30)) => Err(PublicKeyError::Base64Twice),
+        Some(inner) if decode_base64(inner).is_some_and(|d| d.first() == Some(&0x30)) => {
+            Err(PublicKeyError::Base64Twice)
+        }
         _ => Err(PublicKeyError::Unrecognised),
     }
 }
@@ -181,16 +187,17 @@ fn parse_der(der: &[u8]) -> Result<PublicKey, PublicKeyError> {
 
     let algorithm = match spki.algorithm.oid {
         ID_EC_PUBLIC_KEY => {
-            let curve_oid = spki
-                .algorithm
-                .parameters
-                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
-                .ok_or_else(|| PublicKeyError::NotSubjectPublicKeyInfo("EC key without a named curve".to_owned()))?;
+            let curve_oid =
+                spki.algorithm.parameters.and_then(|p| p.decode_as::<ObjectIdentifier>().ok()).ok_or_else(|| {
+                    PublicKeyError::NotSubjectPublicKeyInfo("EC key without a named curve".to_owned())
+                })?;
             match curve_oid {
                 SECP256R1 => KeyAlgorithm::Ec(Curve::P256),
                 SECP384R1 => KeyAlgorithm::Ec(Curve::P384),
                 SECP521R1 => KeyAlgorithm::Ec(Curve::P521),
-                SECP256K1 => return Err(PublicKeyError::UnsupportedCurve { oid: "secp256k1 (1.3.132.0.10)".to_owned() }),
+                SECP256K1 => {
+                    return Err(PublicKeyError::UnsupportedCurve { oid: "secp256k1 (1.3.132.0.10)".to_owned() });
+                }
                 other => return Err(PublicKeyError::UnsupportedCurve { oid: other.to_string() }),
             }
         }
@@ -336,8 +343,9 @@ mod tests {
 
     #[test]
     fn certificate_is_named() {
-        let root = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/aws-nitro-enclaves-root-g1.pem"))
-            .unwrap();
+        let root =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/aws-nitro-enclaves-root-g1.pem"))
+                .unwrap();
         assert_eq!(recognise(&root).unwrap_err(), PublicKeyError::Certificate);
         let text = String::from_utf8(root).unwrap();
         let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();

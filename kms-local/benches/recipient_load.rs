@@ -50,10 +50,8 @@ fn main() {
     // without it, and then a short smoke run checks that it still works.
     let measuring = std::env::args().any(|argument| argument == "--bench");
     let default_requests = if measuring { 2000 } else { 128 };
-    let requests: usize = std::env::var("KMS_LOCAL_BENCH_REQUESTS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default_requests);
+    let requests: usize =
+        std::env::var("KMS_LOCAL_BENCH_REQUESTS").ok().and_then(|value| value.parse().ok()).unwrap_or(default_requests);
     let floor_iterations = if measuring { 2000 } else { 20 };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(run(requests, floor_iterations));
@@ -77,9 +75,12 @@ async fn run(requests: usize, floor_iterations: u32) {
     let kms_key = agreement::PrivateKey::generate(&agreement::ECDH_P384).unwrap();
     let peer_point = agreement::PrivateKey::generate(&agreement::ECDH_P384).unwrap().compute_public_key().unwrap();
     let ecdh = mean_time(floor_iterations, || {
-        agreement::agree(&kms_key, agreement::UnparsedPublicKey::new(&agreement::ECDH_P384, peer_point.as_ref()), (), |z| {
-            Ok(z.len())
-        })
+        agreement::agree(
+            &kms_key,
+            agreement::UnparsedPublicKey::new(&agreement::ECDH_P384, peer_point.as_ref()),
+            (),
+            |z| Ok(z.len()),
+        )
         .unwrap();
     });
     let oaep = OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&enclave.spki).unwrap()).unwrap();
@@ -96,10 +97,7 @@ async fn run(requests: usize, floor_iterations: u32) {
     println!("  ECDH P-384                              {:8.3} ms", millis(ecdh));
     println!("  RSA-2048 OAEP-SHA-256 encryption        {:8.3} ms", millis(rsa_oaep));
     println!("  CMS envelope (OAEP + AES-256-CBC + BER) {:8.3} ms", millis(envelope));
-    println!(
-        "  sum (attestation + ECDH + envelope)     {:8.3} ms",
-        millis(attestation + ecdh + envelope)
-    );
+    println!("  sum (attestation + ECDH + envelope)     {:8.3} ms", millis(attestation + ecdh + envelope));
 
     let server = start(ca.config()).await;
     let client = client(&server.endpoint());
@@ -137,7 +135,10 @@ async fn run(requests: usize, floor_iterations: u32) {
         .send()
         .await
         .unwrap();
-    assert_eq!(enclave.open(opened.ciphertext_for_recipient().unwrap().as_ref()), plain.shared_secret().unwrap().as_ref());
+    assert_eq!(
+        enclave.open(opened.ciphertext_for_recipient().unwrap().as_ref()),
+        plain.shared_secret().unwrap().as_ref()
+    );
 
     println!("DeriveSharedSecret with Recipient, aws-sdk-kms client, {requests} requests per level:");
     println!("  concurrency  throughput (req/s)  p50 (ms)  p99 (ms)");

@@ -126,7 +126,8 @@ impl Credentials {
     pub fn from_file(path: &Path) -> Result<Self, CredentialsError> {
         let path_text = path.display().to_string();
         let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| CredentialsError::Read { path: path_text.clone(), source })?,
+            std::fs::read_to_string(path)
+                .map_err(|source| CredentialsError::Read { path: path_text.clone(), source })?,
         );
         Self::from_json(&text).map_err(|error| match error {
             CredentialsError::Json { message, .. } => CredentialsError::Json { path: path_text, message },
@@ -138,8 +139,8 @@ impl Credentials {
     /// Parses the JSON text of a credentials file.
     pub fn from_json(text: &str) -> Result<Self, CredentialsError> {
         let invalid = |message: String| CredentialsError::Invalid { path: String::new(), message };
-        let file: CredentialsFile =
-            serde_json::from_str(text).map_err(|error| CredentialsError::Json { path: String::new(), message: error.to_string() })?;
+        let file: CredentialsFile = serde_json::from_str(text)
+            .map_err(|error| CredentialsError::Json { path: String::new(), message: error.to_string() })?;
 
         let account_id = file.account_id.unwrap_or_else(|| DEV_ACCOUNT_ID.to_owned());
         if !is_account_id(&account_id) {

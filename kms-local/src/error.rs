@@ -119,10 +119,7 @@ impl KmsError {
 
     /// The error for a dry run whose checks all passed.
     pub fn dry_run_succeeded() -> Self {
-        Self::new(
-            ErrorKind::DryRunOperation,
-            "the request would have succeeded, but the DryRun option is set",
-        )
+        Self::new(ErrorKind::DryRunOperation, "the request would have succeeded, but the DryRun option is set")
     }
 }
 

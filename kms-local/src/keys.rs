@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use aws_lc_rs::agreement;
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::agreement;
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::{self, KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey};
@@ -187,9 +187,7 @@ impl KeyMaterial {
     pub fn generate(spec: KeySpec) -> KmsResult<Self> {
         if spec == KeySpec::SymmetricDefault {
             let mut bytes = Zeroizing::new(vec![0_u8; 32]);
-            SystemRandom::new()
-                .fill(&mut bytes)
-                .map_err(|_| KmsError::internal("random number generator failed"))?;
+            SystemRandom::new().fill(&mut bytes).map_err(|_| KmsError::internal("random number generator failed"))?;
             return Ok(Self(bytes));
         }
         if let Some(size) = spec.rsa_size() {
@@ -267,10 +265,7 @@ impl KeyMaterial {
         let private = OaepPrivateDecryptingKey::new(self.rsa_key(spec)?)
             .map_err(|_| KmsError::internal("cannot load the RSA private key"))?;
         let mut plaintext = Zeroizing::new(vec![0_u8; private.min_output_size()]);
-        let written = private
-            .decrypt(oaep, ciphertext, &mut plaintext, None)
-            .map_err(|_| invalid_ciphertext())?
-            .len();
+        let written = private.decrypt(oaep, ciphertext, &mut plaintext, None).map_err(|_| invalid_ciphertext())?.len();
         plaintext.truncate(written);
         Ok(plaintext)
     }
@@ -280,9 +275,7 @@ impl KeyMaterial {
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> KmsResult<(Vec<u8>, [u8; 12])> {
         let key = self.aes_key()?;
         let mut nonce = [0_u8; 12];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| KmsError::internal("random number generator failed"))?;
+        SystemRandom::new().fill(&mut nonce).map_err(|_| KmsError::internal("random number generator failed"))?;
         let mut in_out = plaintext.to_vec();
         key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut in_out)
             .map_err(|_| KmsError::internal("AES-GCM encryption failed"))?;
@@ -366,9 +359,7 @@ pub fn generate_data_key_pair(spec: DataKeyPairSpec) -> KmsResult<DataKeyPair> {
 /// Fills a buffer with random bytes (GenerateRandom, data keys).
 pub fn random_bytes(length: usize) -> KmsResult<Zeroizing<Vec<u8>>> {
     let mut bytes = Zeroizing::new(vec![0_u8; length]);
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| KmsError::internal("random number generator failed"))?;
+    SystemRandom::new().fill(&mut bytes).map_err(|_| KmsError::internal("random number generator failed"))?;
     Ok(bytes)
 }
 
@@ -383,7 +374,8 @@ pub fn check_recipient_rsa_key(spki: &[u8]) -> Result<usize, String> {
             parsed.algorithm.oid
         ));
     }
-    let key = rsa::PublicEncryptingKey::from_der(spki).map_err(|error| format!("public_key is not a usable RSA key: {error}"))?;
+    let key = rsa::PublicEncryptingKey::from_der(spki)
+        .map_err(|error| format!("public_key is not a usable RSA key: {error}"))?;
     match key.key_size_bits() {
         bits @ (2048 | 3072 | 4096) => Ok(bits),
         bits => Err(format!("public_key is a {bits}-bit RSA key; expected 2048, 3072 or 4096 bits")),
@@ -391,7 +383,10 @@ pub fn check_recipient_rsa_key(spki: &[u8]) -> Result<usize, String> {
 }
 
 fn invalid_ciphertext() -> KmsError {
-    KmsError::new(ErrorKind::InvalidCiphertext, "the ciphertext is invalid, was modified, or belongs to another key or encryption context")
+    KmsError::new(
+        ErrorKind::InvalidCiphertext,
+        "the ciphertext is invalid, was modified, or belongs to another key or encryption context",
+    )
 }
 
 fn pkcs8_bytes(der: Result<Pkcs8V1Der<'static>, aws_lc_rs::error::Unspecified>) -> KmsResult<Zeroizing<Vec<u8>>> {
@@ -400,8 +395,9 @@ fn pkcs8_bytes(der: Result<Pkcs8V1Der<'static>, aws_lc_rs::error::Unspecified>) 
 }
 
 fn ecdh_parameters(spec: KeySpec) -> KmsResult<(&'static agreement::Algorithm, ObjectIdentifier, &'static str)> {
-    spec.ecdh_algorithm()
-        .ok_or_else(|| KmsError::new(ErrorKind::InvalidKeyUsage, format!("a {spec} key cannot be used for key agreement")))
+    spec.ecdh_algorithm().ok_or_else(|| {
+        KmsError::new(ErrorKind::InvalidKeyUsage, format!("a {spec} key cannot be used for key agreement"))
+    })
 }
 
 fn oaep_algorithm(algorithm: EncryptionAlgorithm) -> KmsResult<&'static rsa::OaepAlgorithm> {
@@ -428,10 +424,8 @@ fn parse_peer_public_key<'a>(bytes: &'a [u8], curve: ObjectIdentifier, curve_nam
             describe_oid(parsed.algorithm.oid)
         )));
     }
-    let found_curve = parsed
-        .algorithm
-        .parameters
-        .and_then(|parameters| parameters.decode_as::<ObjectIdentifier>().ok());
+    let found_curve =
+        parsed.algorithm.parameters.and_then(|parameters| parameters.decode_as::<ObjectIdentifier>().ok());
     let Some(found_curve) = found_curve else {
         return Err(KmsError::validation(format!(
             "PublicKey has no named curve in its algorithm parameters; expected {curve_name}"
@@ -468,7 +462,8 @@ fn describe_non_der_public_key(bytes: &[u8], curve_name: &str) -> String {
         );
     }
     let text: Vec<u8> = bytes.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    let looks_base64 = !text.is_empty() && text.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    let looks_base64 =
+        !text.is_empty() && text.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
     if looks_base64
         && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(&text)
         && spki::SubjectPublicKeyInfoRef::from_der(&decoded).is_ok()
@@ -507,13 +502,11 @@ mod tests {
 
             let kms_spki = material.public_key(spec).unwrap();
             let kms_point = parse_peer_public_key(&kms_spki, spec.ecdh_algorithm().unwrap().1, "").unwrap();
-            let expected = agreement::agree(
-                &peer_private,
-                agreement::UnparsedPublicKey::new(algorithm, kms_point),
-                (),
-                |z| Ok(z.to_vec()),
-            )
-            .unwrap();
+            let expected =
+                agreement::agree(&peer_private, agreement::UnparsedPublicKey::new(algorithm, kms_point), (), |z| {
+                    Ok(z.to_vec())
+                })
+                .unwrap();
             assert_eq!(secret.as_slice(), expected.as_slice(), "{spec}");
         }
     }
@@ -581,9 +574,8 @@ mod tests {
         }
         // RSA-2048 with OAEP-SHA-256: 256 - 2 * 32 - 2 = 190 bytes at most.
         assert!(material.rsa_encrypt(KeySpec::Rsa2048, EncryptionAlgorithm::RsaesOaepSha256, &[0; 190]).is_ok());
-        let error = material
-            .rsa_encrypt(KeySpec::Rsa2048, EncryptionAlgorithm::RsaesOaepSha256, &[0; 191])
-            .unwrap_err();
+        let error =
+            material.rsa_encrypt(KeySpec::Rsa2048, EncryptionAlgorithm::RsaesOaepSha256, &[0; 191]).unwrap_err();
         assert!(error.message.contains("maximum is 190 bytes"), "{}", error.message);
     }
 

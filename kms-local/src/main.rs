@@ -105,17 +105,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         other => anyhow::Error::new(other),
     })?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the tokio runtime")?;
     runtime.block_on(serve(args.listen, kms))
 }
 
 async fn serve(address: SocketAddr, kms: Kms) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on --listen {address}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on --listen {address}"))?;
     let bound = listener.local_addr().context("cannot read the bound address")?;
     let shutdown = shutdown_signal()?;
     if !bound.ip().is_loopback() {
@@ -128,9 +125,7 @@ async fn serve(address: SocketAddr, kms: Kms) -> anyhow::Result<()> {
         stdout.flush().context("cannot write to stdout")?;
     }
 
-    kms_local::serve(listener, Arc::new(kms), shutdown)
-        .await
-        .context("server failed")?;
+    kms_local::serve(listener, Arc::new(kms), shutdown).await.context("server failed")?;
     tracing::info!("kms-local stopped");
     Ok(())
 }

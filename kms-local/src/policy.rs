@@ -175,7 +175,11 @@ fn strings(value: &Value, field: &str, label: &str) -> KmsResult<Vec<String>> {
                 other => Err(malformed(format!("statement {label}: {field} contains {other}; expected strings"))),
             })
             .collect::<KmsResult<_>>()?,
-        other => return Err(malformed(format!("statement {label}: {field} is {other}; expected a string or a list of strings"))),
+        other => {
+            return Err(malformed(format!(
+                "statement {label}: {field} is {other}; expected a string or a list of strings"
+            )));
+        }
     };
     if list.is_empty() {
         return Err(malformed(format!("statement {label}: {field} is empty")));
@@ -187,10 +191,7 @@ impl Policy {
     /// Parses and validates a key policy document.
     pub fn parse(text: &str) -> KmsResult<Self> {
         if text.len() > MAX_POLICY_LENGTH {
-            return Err(malformed(format!(
-                "policy has {} characters; the maximum is {MAX_POLICY_LENGTH}",
-                text.len()
-            )));
+            return Err(malformed(format!("policy has {} characters; the maximum is {MAX_POLICY_LENGTH}", text.len())));
         }
         let document: Value =
             serde_json::from_str(text).map_err(|error| malformed(format!("policy is not valid JSON: {error}")))?;
@@ -247,8 +248,12 @@ impl Policy {
         }
         match allowed_by {
             Some(label) => Decision { allowed: true, reason: format!("allowed by statement {label}") },
-            None if notes.is_empty() => Decision { allowed: false, reason: "no statement allows the request".to_owned() },
-            None => Decision { allowed: false, reason: format!("no statement allows the request ({})", notes.join("; ")) },
+            None if notes.is_empty() => {
+                Decision { allowed: false, reason: "no statement allows the request".to_owned() }
+            }
+            None => {
+                Decision { allowed: false, reason: format!("no statement allows the request ({})", notes.join("; ")) }
+            }
         }
     }
 }
@@ -275,15 +280,23 @@ impl Statement {
         let effect = match fields.get("Effect") {
             Some(Value::String(effect)) if effect == "Allow" => Effect::Allow,
             Some(Value::String(effect)) if effect == "Deny" => Effect::Deny,
-            Some(other) => return Err(malformed(format!("statement {label}: Effect is {other}; expected \"Allow\" or \"Deny\""))),
+            Some(other) => {
+                return Err(malformed(format!("statement {label}: Effect is {other}; expected \"Allow\" or \"Deny\"")));
+            }
             None => return Err(malformed(format!("statement {label}: Effect is missing"))),
         };
 
         let (principal, not_principal) = match (fields.get("Principal"), fields.get("NotPrincipal")) {
             (Some(value), None) => (value, false),
             (None, Some(value)) => (value, true),
-            (Some(_), Some(_)) => return Err(malformed(format!("statement {label}: has both Principal and NotPrincipal"))),
-            (None, None) => return Err(malformed(format!("statement {label}: Principal is missing; key policies must name a principal"))),
+            (Some(_), Some(_)) => {
+                return Err(malformed(format!("statement {label}: has both Principal and NotPrincipal")));
+            }
+            (None, None) => {
+                return Err(malformed(format!(
+                    "statement {label}: Principal is missing; key policies must name a principal"
+                )));
+            }
         };
         let principals = parse_principals(principal, &label)?;
 
@@ -321,7 +334,10 @@ impl Statement {
             return Err(format!("principal {} does not match", context.principal_arn));
         }
 
-        let action_matches = self.actions.iter().any(|pattern| glob_match(&pattern.to_ascii_lowercase(), &context.action.to_ascii_lowercase()));
+        let action_matches = self
+            .actions
+            .iter()
+            .any(|pattern| glob_match(&pattern.to_ascii_lowercase(), &context.action.to_ascii_lowercase()));
         if action_matches == self.not_action {
             return Err(format!("action {} does not match", context.action));
         }
@@ -469,7 +485,9 @@ impl Condition {
 
         let matches = |value: &String| match self.operator {
             Operator::StringEquals | Operator::StringNotEquals | Operator::Bool => *value == actual,
-            Operator::StringEqualsIgnoreCase | Operator::StringNotEqualsIgnoreCase => value.eq_ignore_ascii_case(&actual),
+            Operator::StringEqualsIgnoreCase | Operator::StringNotEqualsIgnoreCase => {
+                value.eq_ignore_ascii_case(&actual)
+            }
             Operator::StringLike | Operator::StringNotLike => glob_match(value, &actual),
             Operator::Null => false,
         };
@@ -517,7 +535,13 @@ mod tests {
     const ROOT: &str = "arn:aws:iam::111122223333:root";
 
     fn context<'a>(action: &'a str, pcrs: Option<&'a BTreeMap<u32, Vec<u8>>>) -> RequestContext<'a> {
-        RequestContext { principal_arn: ROOT, caller_account: "111122223333", action, resource: KEY, recipient_pcrs: pcrs }
+        RequestContext {
+            principal_arn: ROOT,
+            caller_account: "111122223333",
+            action,
+            resource: KEY,
+            recipient_pcrs: pcrs,
+        }
     }
 
     fn pcrs(pcr0: u8) -> BTreeMap<u32, Vec<u8>> {
@@ -609,7 +633,10 @@ mod tests {
             ("not json", "not valid JSON"),
             (r#"{"Statement": []}"#, "Statement is empty"),
             (r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "kms:*"}]}"#, "Resource is missing"),
-            (r#"{"Statement": [{"Effect": "Maybe", "Principal": "*", "Action": "kms:*", "Resource": "*"}]}"#, "Effect is \"Maybe\""),
+            (
+                r#"{"Statement": [{"Effect": "Maybe", "Principal": "*", "Action": "kms:*", "Resource": "*"}]}"#,
+                "Effect is \"Maybe\"",
+            ),
             (r#"{"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}"#, "Principal is missing"),
             (
                 r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*", "Condition": {"StringSortOf": {"kms:CallerAccount": "1"}}}]}"#,
@@ -619,7 +646,10 @@ mod tests {
                 r#"{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "alice"}, "Action": "kms:*", "Resource": "*"}]}"#,
                 "principal \"alice\" is not an account id",
             ),
-            (r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": "*"}]}"#, "not a kms: action"),
+            (
+                r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": "*"}]}"#,
+                "not a kms: action",
+            ),
             (r#"{"Version": "2020-01-01", "Statement": {}}"#, "Version \"2020-01-01\""),
         ];
         for (text, expected) in cases {

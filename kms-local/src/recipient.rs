@@ -59,7 +59,11 @@ impl RecipientVerifier {
                     "1 validation error detected: value {other:?} at 'recipient.keyEncryptionAlgorithm' failed to satisfy constraint: member must satisfy enum value set: [{KEY_ENCRYPTION_ALGORITHM}]"
                 )));
             }
-            None => return Err(KmsError::validation("Recipient.KeyEncryptionAlgorithm is missing; it must be RSAES_OAEP_SHA_256")),
+            None => {
+                return Err(KmsError::validation(
+                    "Recipient.KeyEncryptionAlgorithm is missing; it must be RSAES_OAEP_SHA_256",
+                ));
+            }
         }
         let Some(document) = &recipient.attestation_document else {
             return Err(KmsError::validation("Recipient.AttestationDocument is missing"));
@@ -92,7 +96,10 @@ impl RecipientVerifier {
             } else {
                 ""
             };
-            KmsError::new(ErrorKind::AccessDenied, format!("the Recipient attestation document was rejected: {error}{hint}"))
+            KmsError::new(
+                ErrorKind::AccessDenied,
+                format!("the Recipient attestation document was rejected: {error}{hint}"),
+            )
         })?;
         let parsed = verified.document();
 

@@ -156,9 +156,7 @@ async fn process(
     operation: &str,
 ) -> KmsResult<(String, Value)> {
     let body: Bytes = axum::body::to_bytes(body, MAX_REQUEST_BODY).await.map_err(|_| {
-        KmsError::validation(format!(
-            "request body is larger than {MAX_REQUEST_BODY} bytes or could not be read"
-        ))
+        KmsError::validation(format!("request body is larger than {MAX_REQUEST_BODY} bytes or could not be read"))
     })?;
 
     if parts.method != Method::POST || parts.uri.path() != "/" {
@@ -172,7 +170,8 @@ async fn process(
         ));
     }
 
-    let principal = sigv4::verify(kms.credentials(), &parts.method, &parts.uri, &parts.headers, &body, SystemTime::now())?;
+    let principal =
+        sigv4::verify(kms.credentials(), &parts.method, &parts.uri, &parts.headers, &body, SystemTime::now())?;
     let access_key_id = principal.access_key_id.clone();
     let principal_arn = principal.arn.clone();
 

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -84,9 +84,11 @@ pub(crate) fn new_uuid() -> String {
 
 fn is_uuid(text: &str) -> bool {
     text.len() == KEY_ID_LEN
-        && text.char_indices().all(|(index, c)| {
-            if matches!(index, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() }
-        })
+        && text.char_indices().all(
+            |(index, c)| {
+                if matches!(index, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() }
+            },
+        )
 }
 
 /// Builds the ValidationException AWS returns for a missing required member.
@@ -111,10 +113,7 @@ fn check_length(member: &str, length: usize, min: usize, max: usize) -> KmsResul
 
 fn check_grant_tokens(tokens: &[String]) -> KmsResult<()> {
     if tokens.len() > 10 {
-        return Err(KmsError::validation(format!(
-            "GrantTokens has {} entries; at most 10 are allowed",
-            tokens.len()
-        )));
+        return Err(KmsError::validation(format!("GrantTokens has {} entries; at most 10 are allowed", tokens.len())));
     }
     for token in tokens {
         check_length("grantTokens.member", token.len(), 1, 8192)?;
@@ -125,7 +124,10 @@ fn check_grant_tokens(tokens: &[String]) -> KmsResult<()> {
 fn parse_request<T: DeserializeOwned>(body: &[u8]) -> KmsResult<T> {
     let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
     serde_json::from_slice(body).map_err(|error| {
-        KmsError::new(ErrorKind::Serialization, format!("request body is not a valid JSON request of this operation: {error}"))
+        KmsError::new(
+            ErrorKind::Serialization,
+            format!("request body is not a valid JSON request of this operation: {error}"),
+        )
     })
 }
 
@@ -281,17 +283,8 @@ pub const OPERATIONS: &[&str] = &[
 ];
 
 /// Key specs and usages that AWS KMS accepts but kms-local does not implement.
-const UNSUPPORTED_KEY_SPECS: &[&str] = &[
-    "ECC_SECG_P256K1",
-    "HMAC_224",
-    "HMAC_256",
-    "HMAC_384",
-    "HMAC_512",
-    "SM2",
-    "ML_DSA_44",
-    "ML_DSA_65",
-    "ML_DSA_87",
-];
+const UNSUPPORTED_KEY_SPECS: &[&str] =
+    &["ECC_SECG_P256K1", "HMAC_224", "HMAC_256", "HMAC_384", "HMAC_512", "SM2", "ML_DSA_44", "ML_DSA_65", "ML_DSA_87"];
 const UNSUPPORTED_KEY_USAGES: &[&str] = &["SIGN_VERIFY", "GENERATE_VERIFY_MAC"];
 
 impl Kms {
@@ -303,9 +296,7 @@ impl Kms {
         };
         let mut verifier = recipient_common::attestation::Verifier::with_aws_root();
         for (index, pem) in config.trust_roots_pem.iter().enumerate() {
-            verifier
-                .add_root_pem(pem)
-                .map_err(|error| OpenError::TrustRoot { index, message: error.to_string() })?;
+            verifier.add_root_pem(pem).map_err(|error| OpenError::TrustRoot { index, message: error.to_string() })?;
         }
         Ok(Self {
             store,
@@ -453,7 +444,10 @@ impl Kms {
         };
         Err(KmsError::new(
             ErrorKind::AccessDenied,
-            format!("user: {} is not authorized to perform: {action} on resource: {arn} {because}", caller.principal.arn),
+            format!(
+                "user: {} is not authorized to perform: {action} on resource: {arn} {because}",
+                caller.principal.arn
+            ),
         ))
     }
 
@@ -493,7 +487,11 @@ impl Kms {
         ))
     }
 
-    fn verify_recipient(&self, recipient: Option<&RecipientParam>, caller: Caller<'_>) -> KmsResult<Option<VerifiedRecipient>> {
+    fn verify_recipient(
+        &self,
+        recipient: Option<&RecipientParam>,
+        caller: Caller<'_>,
+    ) -> KmsResult<Option<VerifiedRecipient>> {
         let Some(recipient) = recipient else {
             return Ok(None);
         };
@@ -603,7 +601,8 @@ impl Kms {
                 "KeySpec and CustomerMasterKeySpec are both set; use KeySpec (CustomerMasterKeySpec is deprecated)",
             ));
         }
-        let spec_text = request.key_spec.or(request.customer_master_key_spec).unwrap_or_else(|| "SYMMETRIC_DEFAULT".to_owned());
+        let spec_text =
+            request.key_spec.or(request.customer_master_key_spec).unwrap_or_else(|| "SYMMETRIC_DEFAULT".to_owned());
         if UNSUPPORTED_KEY_SPECS.contains(&spec_text.as_str()) {
             return Err(KmsError::new(
                 ErrorKind::UnsupportedOperation,
@@ -639,7 +638,12 @@ impl Kms {
             Some(text) => {
                 check_length("policy", text.len(), 1, 131_072)?;
                 let policy = Policy::parse(&text)?;
-                self.check_lockout(&policy, &key_id, caller, request.bypass_policy_lockout_safety_check.unwrap_or(false))?;
+                self.check_lockout(
+                    &policy,
+                    &key_id,
+                    caller,
+                    request.bypass_policy_lockout_safety_check.unwrap_or(false),
+                )?;
                 text
             }
             None => default_policy(&self.credentials.account_id),
@@ -675,10 +679,7 @@ impl Kms {
         let keys: Vec<KeyRecord> = self.store.keys()?;
         let ids: Vec<String> = keys.into_iter().map(|record| record.key_id).collect();
         let (page, next) = paginate(&ids, request.marker.as_deref(), limit, |id| id.clone())?;
-        let entries: Vec<Value> = page
-            .iter()
-            .map(|id| json!({ "KeyId": id, "KeyArn": self.key_arn(id) }))
-            .collect();
+        let entries: Vec<Value> = page.iter().map(|id| json!({ "KeyId": id, "KeyArn": self.key_arn(id) })).collect();
         Ok(list_response("Keys", entries, next))
     }
 
@@ -736,9 +737,7 @@ impl Kms {
     fn schedule_key_deletion(&self, request: ScheduleKeyDeletionRequest, caller: Caller<'_>) -> KmsResult<Value> {
         let days = request.pending_window_in_days.unwrap_or(30);
         if !(7..=30).contains(&days) {
-            return Err(KmsError::validation(format!(
-                "PendingWindowInDays is {days}; it must be between 7 and 30"
-            )));
+            return Err(KmsError::validation(format!("PendingWindowInDays is {days}; it must be between 7 and 30")));
         }
         let days = u32::try_from(days).unwrap_or(30);
         let record = self.resolve(&required(request.key_id, "keyId")?, false)?;
@@ -826,7 +825,10 @@ impl Kms {
         if !self.store.put_alias(&alias, true)? {
             return Err(KmsError::new(
                 ErrorKind::AlreadyExists,
-                format!("an alias with the name {} already exists; use UpdateAlias to point it at another key", self.alias_arn(&alias_name)),
+                format!(
+                    "an alias with the name {} already exists; use UpdateAlias to point it at another key",
+                    self.alias_arn(&alias_name)
+                ),
             ));
         }
         tracing::info!(request_id = caller.request_id, alias_name, key_id = %record.key_id, "created alias");
@@ -847,7 +849,8 @@ impl Kms {
         if target.state == KeyState::PendingDeletion {
             return Err(self.pending_deletion(&target));
         }
-        if (current.key_spec.is_asymmetric(), current.key_usage) != (target.key_spec.is_asymmetric(), target.key_usage) {
+        if (current.key_spec.is_asymmetric(), current.key_usage) != (target.key_spec.is_asymmetric(), target.key_usage)
+        {
             return Err(KmsError::validation(format!(
                 "alias {alias_name} points to a {} {} key; the new target {} is a {} {} key, and an alias may only move between keys of the same type and usage",
                 current.key_spec, current.key_usage, target.key_id, target.key_spec, target.key_usage
@@ -907,9 +910,9 @@ impl Kms {
     fn check_policy_name(name: Option<&str>) -> KmsResult<()> {
         match name {
             None | Some("default") => Ok(()),
-            Some(other) => Err(KmsError::not_found(format!(
-                "no key policy named {other:?}; the only policy name is \"default\""
-            ))),
+            Some(other) => {
+                Err(KmsError::not_found(format!("no key policy named {other:?}; the only policy name is \"default\"")))
+            }
         }
     }
 
@@ -930,7 +933,12 @@ impl Kms {
             return Err(self.pending_deletion(&record));
         }
         let policy = Policy::parse(&text)?;
-        self.check_lockout(&policy, &record.key_id, caller, request.bypass_policy_lockout_safety_check.unwrap_or(false))?;
+        self.check_lockout(
+            &policy,
+            &record.key_id,
+            caller,
+            request.bypass_policy_lockout_safety_check.unwrap_or(false),
+        )?;
         self.store.update_key(&record.key_id, |key| {
             key.policy = text;
             Ok(())
@@ -945,7 +953,12 @@ impl Kms {
     /// version (1 byte) ‖ key id (36 bytes) ‖ nonce (12 bytes) ‖ AES-256-GCM
     /// ciphertext and tag. The additional data binds the key id and the
     /// encryption context.
-    fn seal_symmetric(&self, record: &KeyRecord, context: &BTreeMap<String, String>, plaintext: &[u8]) -> KmsResult<Vec<u8>> {
+    fn seal_symmetric(
+        &self,
+        record: &KeyRecord,
+        context: &BTreeMap<String, String>,
+        plaintext: &[u8],
+    ) -> KmsResult<Vec<u8>> {
         let material = self.store.material(&record.key_id)?;
         let aad = symmetric_aad(&record.key_id, context);
         let (sealed, nonce) = material.seal(&aad, plaintext)?;
@@ -1098,7 +1111,9 @@ impl Kms {
             (Some(_), Some(_)) => {
                 return Err(KmsError::validation("NumberOfBytes and KeySpec are both set; set exactly one"));
             }
-            (None, None) => return Err(KmsError::validation("set either KeySpec (AES_256 or AES_128) or NumberOfBytes")),
+            (None, None) => {
+                return Err(KmsError::validation("set either KeySpec (AES_256 or AES_128) or NumberOfBytes"));
+            }
             (Some(bytes), None) => number_of_bytes(bytes)?,
             (None, Some("AES_256")) => 32,
             (None, Some("AES_128")) => 16,
@@ -1147,7 +1162,10 @@ impl Kms {
         let key_id = required(request.key_id, "keyId")?;
         let spec_text = required(request.key_pair_spec, "keyPairSpec")?;
         if spec_text == "SM2" {
-            return Err(KmsError::new(ErrorKind::UnsupportedOperation, "KeyPairSpec SM2 is available only in China Regions"));
+            return Err(KmsError::new(
+                ErrorKind::UnsupportedOperation,
+                "KeyPairSpec SM2 is available only in China Regions",
+            ));
         }
         let spec = DataKeyPairSpec::parse(&spec_text)?;
 
@@ -1205,7 +1223,8 @@ impl Kms {
         self.authorize(caller, "kms:DeriveSharedSecret", &record, recipient.as_ref())?;
         self.require_enabled(&record)?;
         self.require_usage(&record, KeyUsage::KeyAgreement, "DeriveSharedSecret")?;
-        let secret = self.store.material(&record.key_id)?.derive_shared_secret(record.key_spec, public_key.as_slice())?;
+        let secret =
+            self.store.material(&record.key_id)?.derive_shared_secret(record.key_spec, public_key.as_slice())?;
         if request.dry_run {
             return Err(KmsError::dry_run_succeeded());
         }

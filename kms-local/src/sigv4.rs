@@ -55,16 +55,16 @@ pub fn verify<'c>(
 ) -> Result<&'c Principal, KmsError> {
     let Some(header) = headers.get("authorization") else {
         if uri.query().is_some_and(|query| query.contains("X-Amz-Signature")) {
-            return Err(incomplete("query-string (presigned) authentication is not supported; sign the Authorization header"));
+            return Err(incomplete(
+                "query-string (presigned) authentication is not supported; sign the Authorization header",
+            ));
         }
         return Err(KmsError::new(
             ErrorKind::MissingAuthenticationToken,
             "missing Authorization header; sign the request with AWS Signature Version 4",
         ));
     };
-    let header = header
-        .to_str()
-        .map_err(|_| incomplete("Authorization header is not visible ASCII"))?;
+    let header = header.to_str().map_err(|_| incomplete("Authorization header is not visible ASCII"))?;
     let authorization = parse_authorization(header)?;
 
     let principal = credentials.principal(authorization.access_key_id).ok_or_else(|| {
@@ -212,9 +212,7 @@ fn canonical_request(
     for name in signed_headers {
         let mut values = Vec::new();
         for value in headers.get_all(*name) {
-            let value = value
-                .to_str()
-                .map_err(|_| incomplete(format!("signed header {name} is not visible ASCII")))?;
+            let value = value.to_str().map_err(|_| incomplete(format!("signed header {name} is not visible ASCII")))?;
             values.push(value.split_whitespace().collect::<Vec<_>>().join(" "));
         }
         if values.is_empty() {

@@ -122,7 +122,15 @@ async fn cli_derive_matches_openssl() {
     let inline = aws(
         &endpoint,
         dir,
-        &["derive-shared-secret", "--key-id", &key_id, "--key-agreement-algorithm", "ECDH", "--public-key", &peer_base64],
+        &[
+            "derive-shared-secret",
+            "--key-id",
+            &key_id,
+            "--key-agreement-algorithm",
+            "ECDH",
+            "--public-key",
+            &peer_base64,
+        ],
     )
     .await;
     assert_ne!(inline.code, 0);
@@ -131,7 +139,8 @@ async fn cli_derive_matches_openssl() {
 
     // fileb:// inside --recipient is sent as literal text.
     std::fs::write(path("doc.cbor"), b"\x84").unwrap();
-    let recipient = format!("KeyEncryptionAlgorithm=RSAES_OAEP_SHA_256,AttestationDocument=fileb://{}", path("doc.cbor"));
+    let recipient =
+        format!("KeyEncryptionAlgorithm=RSAES_OAEP_SHA_256,AttestationDocument=fileb://{}", path("doc.cbor"));
     let nested = aws(
         &endpoint,
         dir,
@@ -177,7 +186,15 @@ async fn cli_put_key_policy_with_image_condition() {
     let put = aws(
         &endpoint,
         dir,
-        &["put-key-policy", "--key-id", &key_id, "--policy-name", "default", "--policy", &format!("file://{}", policy_path.display())],
+        &[
+            "put-key-policy",
+            "--key-id",
+            &key_id,
+            "--policy-name",
+            "default",
+            "--policy",
+            &format!("file://{}", policy_path.display()),
+        ],
     )
     .await;
     assert_eq!(put.code, 0, "{}", put.stderr);
@@ -187,8 +204,25 @@ async fn cli_put_key_policy_with_image_condition() {
 
     // Without a Recipient the ImageSha384 condition is not met.
     let peer = dir.join("peer.der");
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out", dir.join("peer.pem").to_str().unwrap()]);
-    openssl(&["pkey", "-in", dir.join("peer.pem").to_str().unwrap(), "-pubout", "-outform", "DER", "-out", peer.to_str().unwrap()]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-out",
+        dir.join("peer.pem").to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        dir.join("peer.pem").to_str().unwrap(),
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        peer.to_str().unwrap(),
+    ]);
     let denied = aws(
         &endpoint,
         dir,
@@ -206,7 +240,8 @@ async fn cli_put_key_policy_with_image_condition() {
     assert_ne!(denied.code, 0);
     assert!(denied.stderr.contains("AccessDeniedException"), "{}", denied.stderr);
 
-    let malformed = aws(&endpoint, dir, &["put-key-policy", "--key-id", &key_id, "--policy", "{\"Statement\": 1}"]).await;
+    let malformed =
+        aws(&endpoint, dir, &["put-key-policy", "--key-id", &key_id, "--policy", "{\"Statement\": 1}"]).await;
     assert_ne!(malformed.code, 0);
     assert!(malformed.stderr.contains("MalformedPolicyDocumentException"), "{}", malformed.stderr);
 }

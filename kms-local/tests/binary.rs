@@ -137,7 +137,8 @@ async fn credentials_file_replaces_development_pair() {
     let custom = common::client_with(&process.endpoint, "AKIACUSTOM", "custom", "eu-central-1");
     let created = custom.create_key().send().await.unwrap();
     assert!(created.key_metadata().unwrap().arn().unwrap().starts_with("arn:aws:kms:eu-central-1:111122223333:key/"));
-    let development = common::client_with(&process.endpoint, common::ACCESS_KEY_ID, common::SECRET_ACCESS_KEY, "eu-central-1");
+    let development =
+        common::client_with(&process.endpoint, common::ACCESS_KEY_ID, common::SECRET_ACCESS_KEY, "eu-central-1");
     let error = development.list_keys().send().await.unwrap_err();
     assert_eq!(error_parts(&error).0, "UnrecognizedClientException");
     assert_eq!(terminate(&mut process), 0);
@@ -189,9 +190,8 @@ async fn sigkill_during_burst_keeps_acknowledged_writes() {
     let mut process = spawn(&["--data-dir", &data_arg]);
 
     let log = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..8)
-        .map(|writer| tokio::spawn(write_burst(process.endpoint.clone(), writer, Arc::clone(&log))))
-        .collect();
+    let writers: Vec<_> =
+        (0..8).map(|writer| tokio::spawn(write_burst(process.endpoint.clone(), writer, Arc::clone(&log)))).collect();
     // Kill once enough writes are acknowledged; a loaded machine may need
     // far longer than an idle one to get there.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -215,7 +215,12 @@ async fn sigkill_during_burst_keeps_acknowledged_writes() {
     let mut restarted = spawn(&["--data-dir", &data_arg]);
     let client = client(&restarted.endpoint);
     let listed = client.list_keys().limit(1000).send().await.unwrap();
-    assert!(listed.keys().len() >= written.len(), "{} keys listed, {} acknowledged", listed.keys().len(), written.len());
+    assert!(
+        listed.keys().len() >= written.len(),
+        "{} keys listed, {} acknowledged",
+        listed.keys().len(),
+        written.len()
+    );
     for entry in &written {
         let stored = client.get_key_policy().key_id(&entry.key_id).send().await.unwrap();
         let stored = stored.policy().unwrap();
@@ -227,14 +232,10 @@ async fn sigkill_during_burst_keeps_acknowledged_writes() {
             }
             (None, None) => {}
         }
-        let encrypted = client
-            .encrypt()
-            .key_id(&entry.key_id)
-            .plaintext(Blob::new(b"still usable".to_vec()))
-            .send()
-            .await
-            .unwrap();
-        let decrypted = client.decrypt().ciphertext_blob(encrypted.ciphertext_blob().unwrap().clone()).send().await.unwrap();
+        let encrypted =
+            client.encrypt().key_id(&entry.key_id).plaintext(Blob::new(b"still usable".to_vec())).send().await.unwrap();
+        let decrypted =
+            client.decrypt().ciphertext_blob(encrypted.ciphertext_blob().unwrap().clone()).send().await.unwrap();
         assert_eq!(decrypted.plaintext().unwrap().as_ref(), b"still usable");
     }
     assert_eq!(terminate(&mut restarted), 0);
@@ -269,13 +270,17 @@ async fn policy_denial_logs_deciding_statement() {
         .unwrap()
         .key_id()
         .to_owned();
-    let error = client.encrypt().key_id(&key_id).plaintext(Blob::new(b"secret plaintext".to_vec())).send().await.unwrap_err();
+    let error =
+        client.encrypt().key_id(&key_id).plaintext(Blob::new(b"secret plaintext".to_vec())).send().await.unwrap_err();
     assert_eq!(error_parts(&error).0, "AccessDeniedException");
     assert_eq!(terminate(&mut process), 0);
 
     let mut stderr = String::new();
     process.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    let denial = stderr.lines().find(|line| line.contains("key policy denies the request")).unwrap_or_else(|| panic!("{stderr}"));
+    let denial = stderr
+        .lines()
+        .find(|line| line.contains("key policy denies the request"))
+        .unwrap_or_else(|| panic!("{stderr}"));
     assert!(denial.contains(r#"reason=explicit Deny in statement "NoEncrypt""#), "{denial}");
     assert!(denial.contains(&key_id), "{denial}");
     assert!(!stderr.contains("kms-local-example-secret"), "the secret must not be logged");

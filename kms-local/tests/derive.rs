@@ -20,13 +20,7 @@ fn peer(algorithm: &'static agreement::Algorithm) -> (agreement::PrivateKey, Vec
 }
 
 async fn create_ecc_key(client: &aws_sdk_kms::Client, spec: KeySpec) -> String {
-    let created = client
-        .create_key()
-        .key_spec(spec)
-        .key_usage(KeyUsageType::KeyAgreement)
-        .send()
-        .await
-        .unwrap();
+    let created = client.create_key().key_spec(spec).key_usage(KeyUsageType::KeyAgreement).send().await.unwrap();
     created.key_metadata().unwrap().key_id().to_owned()
 }
 
@@ -80,13 +74,11 @@ async fn derive_matches_independent_ecdh() {
         assert_eq!(derived.key_agreement_algorithm(), Some(&KeyAgreementAlgorithmSpec::Ecdh));
         assert!(derived.request_id().is_some_and(|id| !id.is_empty()));
 
-        let expected = agreement::agree(
-            &peer_private,
-            agreement::UnparsedPublicKey::new(algorithm, &kms_public),
-            (),
-            |z| Ok(z.to_vec()),
-        )
-        .unwrap();
+        let expected =
+            agreement::agree(&peer_private, agreement::UnparsedPublicKey::new(algorithm, &kms_public), (), |z| {
+                Ok(z.to_vec())
+            })
+            .unwrap();
         assert_eq!(secret, expected, "{spec:?}");
     }
 }
@@ -198,7 +190,13 @@ async fn create_key_rejects_wrong_usage() {
         .unwrap_err();
     assert_eq!(error_parts(&error).0, "ValidationException");
 
-    let error = client.create_key().key_spec(KeySpec::EccSecgP256K1).key_usage(KeyUsageType::SignVerify).send().await.unwrap_err();
+    let error = client
+        .create_key()
+        .key_spec(KeySpec::EccSecgP256K1)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(error_parts(&error).0, "UnsupportedOperationException");
 }
 

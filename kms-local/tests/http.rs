@@ -82,10 +82,7 @@ async fn slow_connection_does_not_block_others() {
 
     // A client that sends headers and then stalls in the middle of its body.
     let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
-    stalled
-        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-        .await
-        .unwrap();
+    stalled.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{").await.unwrap();
 
     let request = signed_request(address, "TrentService.ListKeys", JSON, "{}");
     let (status, _, _) = tokio::time::timeout(Duration::from_secs(5), send(address, &request)).await.unwrap();
@@ -102,12 +99,14 @@ async fn clock_skew_over_five_minutes_is_rejected() {
     let address = server.address();
     let now = time::OffsetDateTime::now_utc();
 
-    let slightly_off = signed_request_at(address, "TrentService.ListKeys", JSON, "{}", now - time::Duration::minutes(4));
+    let slightly_off =
+        signed_request_at(address, "TrentService.ListKeys", JSON, "{}", now - time::Duration::minutes(4));
     let (status, _, _) = send(address, &slightly_off).await;
     assert_eq!(status, 200);
 
     for (offset, expected) in [(-6, "signature expired"), (6, "signature not yet current")] {
-        let request = signed_request_at(address, "TrentService.ListKeys", JSON, "{}", now + time::Duration::minutes(offset));
+        let request =
+            signed_request_at(address, "TrentService.ListKeys", JSON, "{}", now + time::Duration::minutes(offset));
         let (status, kind, body) = send(address, &request).await;
         assert_eq!((status, kind.as_str()), (400, "InvalidSignatureException"), "{offset} minutes");
         assert!(body["message"].as_str().unwrap().starts_with(expected), "{body}");

@@ -155,7 +155,8 @@ async fn key_policies_get_put_and_validate() {
         r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "kms:*"}]}"#,
     ];
     for text in malformed {
-        let error = client.put_key_policy().key_id(&key_id).policy_name("default").policy(text).send().await.unwrap_err();
+        let error =
+            client.put_key_policy().key_id(&key_id).policy_name("default").policy(text).send().await.unwrap_err();
         assert_eq!(error_parts(&error).0, "MalformedPolicyDocumentException", "{text}");
         let error = client.create_key().policy(text).send().await.unwrap_err();
         assert_eq!(error_parts(&error).0, "MalformedPolicyDocumentException", "{text}");
@@ -241,17 +242,13 @@ async fn symmetric_encrypt_decrypt_and_errors() {
     assert_eq!(encrypted.encryption_algorithm(), Some(&EncryptionAlgorithmSpec::SymmetricDefault));
     let blob = encrypted.ciphertext_blob().unwrap().clone();
 
-    let decrypted = client
-        .decrypt()
-        .ciphertext_blob(blob.clone())
-        .encryption_context("tenant", "a")
-        .send()
-        .await
-        .unwrap();
+    let decrypted =
+        client.decrypt().ciphertext_blob(blob.clone()).encryption_context("tenant", "a").send().await.unwrap();
     assert_eq!(decrypted.plaintext().unwrap().as_ref(), b"hello");
     assert_eq!(decrypted.key_id(), Some(format!("arn:aws:kms:us-east-1:111122223333:key/{key_id}").as_str()));
 
-    let error = client.decrypt().ciphertext_blob(blob.clone()).encryption_context("tenant", "b").send().await.unwrap_err();
+    let error =
+        client.decrypt().ciphertext_blob(blob.clone()).encryption_context("tenant", "b").send().await.unwrap_err();
     assert_eq!(error_parts(&error).0, "InvalidCiphertextException");
     let mut tampered = blob.as_ref().to_vec();
     let last = tampered.len() - 1;
@@ -371,7 +368,8 @@ async fn data_keys_and_random() {
 
     let generated = client.generate_data_key().key_id(&key_id).number_of_bytes(24).send().await.unwrap();
     assert_eq!(generated.plaintext().unwrap().as_ref().len(), 24);
-    let decrypted = client.decrypt().ciphertext_blob(generated.ciphertext_blob().unwrap().clone()).send().await.unwrap();
+    let decrypted =
+        client.decrypt().ciphertext_blob(generated.ciphertext_blob().unwrap().clone()).send().await.unwrap();
     assert_eq!(decrypted.plaintext(), generated.plaintext());
     let aes128 = client.generate_data_key().key_id(&key_id).key_spec(DataKeySpec::Aes128).send().await.unwrap();
     assert_eq!(aes128.plaintext().unwrap().as_ref().len(), 16);
@@ -403,23 +401,15 @@ async fn data_keys_and_random() {
     let error = client.generate_data_key().key_id(&rsa).number_of_bytes(16).send().await.unwrap_err();
     assert_eq!(error_parts(&error).0, "InvalidKeyUsageException");
 
-    let pair = client
-        .generate_data_key_pair()
-        .key_id(&key_id)
-        .key_pair_spec(DataKeyPairSpec::Rsa2048)
-        .send()
-        .await
-        .unwrap();
-    let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(pair.private_key_plaintext().unwrap().as_ref()).unwrap();
+    let pair =
+        client.generate_data_key_pair().key_id(&key_id).key_pair_spec(DataKeyPairSpec::Rsa2048).send().await.unwrap();
+    let private =
+        aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(pair.private_key_plaintext().unwrap().as_ref()).unwrap();
     let public = private.public_key().as_der().unwrap();
     assert_eq!(public.as_ref(), pair.public_key().unwrap().as_ref());
     assert_eq!(pair.key_pair_spec(), Some(&DataKeyPairSpec::Rsa2048));
-    let unwrapped = client
-        .decrypt()
-        .ciphertext_blob(pair.private_key_ciphertext_blob().unwrap().clone())
-        .send()
-        .await
-        .unwrap();
+    let unwrapped =
+        client.decrypt().ciphertext_blob(pair.private_key_ciphertext_blob().unwrap().clone()).send().await.unwrap();
     assert_eq!(unwrapped.plaintext(), pair.private_key_plaintext());
     let error = client
         .generate_data_key_pair()
@@ -501,7 +491,8 @@ async fn dry_run_and_grant_tokens() {
 
     // A dry run reports the error the real call would get.
     client.disable_key().key_id(&key_id).send().await.unwrap();
-    let error = client.encrypt().key_id(&key_id).plaintext(Blob::new(b"x".to_vec())).dry_run(true).send().await.unwrap_err();
+    let error =
+        client.encrypt().key_id(&key_id).plaintext(Blob::new(b"x".to_vec())).dry_run(true).send().await.unwrap_err();
     assert_eq!(error_parts(&error).0, "DisabledException");
     let error = client
         .derive_shared_secret()

@@ -129,7 +129,8 @@ async fn recipient_documents_are_checked() {
     assert!(message.contains("expected rsaEncryption"), "{message}");
 
     // Not a document at all.
-    let (code, _) = error_parts(&derive(&client, &key_id, &peer_spki, Some(b"\x01\x02\x03".to_vec())).await.unwrap_err());
+    let (code, _) =
+        error_parts(&derive(&client, &key_id, &peer_spki, Some(b"\x01\x02\x03".to_vec())).await.unwrap_err());
     assert_eq!(code, "ValidationException");
 }
 
@@ -166,13 +167,8 @@ async fn all_recipient_operations_envelope_plaintext() {
     assert_eq!(decrypted.plaintext().unwrap().as_ref(), data_key.as_slice());
 
     // Decrypt with a Recipient.
-    let encrypted = client
-        .encrypt()
-        .key_id(&symmetric)
-        .plaintext(Blob::new(b"enclave secret".to_vec()))
-        .send()
-        .await
-        .unwrap();
+    let encrypted =
+        client.encrypt().key_id(&symmetric).plaintext(Blob::new(b"enclave secret".to_vec())).send().await.unwrap();
     let decrypted = client
         .decrypt()
         .ciphertext_blob(encrypted.ciphertext_blob().unwrap().clone())
@@ -196,11 +192,9 @@ async fn all_recipient_operations_envelope_plaintext() {
     assert!(pair.private_key_plaintext().is_none());
     assert!(pair.private_key_ciphertext_blob().is_some());
     let pkcs8 = enclave.open(pair.ciphertext_for_recipient().unwrap().as_ref());
-    let signing = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
-        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-        &pkcs8,
-    )
-    .unwrap();
+    let signing =
+        aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(&aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8)
+            .unwrap();
     let public: PublicKeyX509Der = aws_lc_rs::signature::KeyPair::public_key(&signing).as_der().unwrap();
     assert_eq!(public.as_ref(), pair.public_key().unwrap().as_ref());
 

@@ -193,9 +193,8 @@ pub fn signed_request_at(
 ) -> String {
     use aws_lc_rs::{digest, hmac};
     let host = address.to_string();
-    let amz_date = signed_at
-        .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
-        .unwrap();
+    let amz_date =
+        signed_at.format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap();
     let date = &amz_date[..8];
     let payload_hash = hex::encode(digest::digest(&digest::SHA256, body.as_bytes()));
     let canonical = format!(
