@@ -46,6 +46,7 @@ test: deps
 	$(MAKE) --no-print-directory supply-chain
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	$(MAKE) --no-print-directory clippy
 
 # Licences, sources and RustSec advisories of every crate in Cargo.lock,
 # checked offline against the advisory-db copy at ../shared/advisory-db;
