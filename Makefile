@@ -6,7 +6,7 @@ VENV := .venv
 AWS_CLI := $(VENV)/bin/aws
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: all build release simulate test bench deps clippy fmt clean
+.PHONY: all build release simulate test bench deps clippy fmt clean eif
 
 all: build
 
@@ -68,6 +68,11 @@ bench: deps
 	./target/release/load --bin-dir target/release --concurrency 1 --requests 500
 	./target/release/load --bin-dir target/release --concurrency 16 --requests 4000
 	./target/release/load --bin-dir target/release --mode enclave --concurrency 64 --requests 20000 --idle-connections 1000
+
+# Builds a stand-in enclave image and its key policy with eif-tool here, and
+# says which steps (the real image, nitro-cli) need a Nitro host.
+eif:
+	bash eif/scripts/make-eif.sh
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
