@@ -29,8 +29,12 @@ pub struct NsmArgs {
     pub mock_dir: Option<PathBuf>,
     /// JSON file of the mock's initial PCRs: {"0": "<96 hex digits>", ...}, {"PCR0": ...}, or
     /// nitro-cli's build-enclave output. Default: fixed non-zero PCR0-2.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "mock_eif")]
     pub mock_pcrs: Option<PathBuf>,
+    /// Enclave image file whose measurements (PCR0, 1, 2 and, when signed,
+    /// 8) the mock reports, as a real enclave booted from it would.
+    #[arg(long, value_name = "IMAGE.eif")]
+    pub mock_eif: Option<PathBuf>,
 }
 
 impl NsmArgs {
@@ -45,8 +49,17 @@ impl NsmArgs {
                 let Some(dir) = self.mock_dir.as_deref() else {
                     bail!("--nsm mock needs --mock-dir DIR");
                 };
-                let mock = MockNsm::open(dir, self.mock_pcrs.as_deref())
-                    .with_context(|| format!("cannot start the mock NSM from {}", dir.display()))?;
+                let mock = match &self.mock_eif {
+                    Some(image) => {
+                        let measurements = eif_tool::measure_eif(image)
+                            .with_context(|| format!("cannot measure --mock-eif {}", image.display()))?;
+                        let initial =
+                            measurements.indexed().into_iter().map(|(index, pcr)| (u32::from(index), pcr)).collect();
+                        MockNsm::open_with_pcrs(dir, &initial)
+                    }
+                    None => MockNsm::open(dir, self.mock_pcrs.as_deref()),
+                }
+                .with_context(|| format!("cannot start the mock NSM from {}", dir.display()))?;
                 Ok(Arc::new(mock))
             }
         }

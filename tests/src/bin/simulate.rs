@@ -176,19 +176,19 @@ async fn run_steps(args: &Args, dir: &std::path::Path) -> anyhow::Result<bool> {
     })
     .await?;
 
-    let derive_as = |pcrs: &std::path::Path| {
+    let derive_as = |image: &std::path::Path| {
         binaries
             .command("enclave-agent", dir)
             .args(["derive-shared-secret", "--key-id", &key_id, "--public-key"])
             .arg(format!("fileb://{}", peer.public_der.display()))
             .args(["--parent", &parent.address, "--nsm", "mock", "--mock-dir"])
             .arg(&mock_ca)
-            .arg("--mock-pcrs")
-            .arg(pcrs)
+            .arg("--mock-eif")
+            .arg(image)
             .output()
     };
-    let allowed = step(10, "enclave-agent as a mock enclave measured from that image: allowed", async {
-        let output = derive_as(&image.pcrs)?;
+    let allowed = step(10, "enclave-agent with --mock-eif of that image: allowed", async {
+        let output = derive_as(&image.eif)?;
         check_success("enclave-agent derive-shared-secret", &output)?;
         let secret = STANDARD.decode(String::from_utf8_lossy(&output.stdout).trim())?;
         let matches = secret == openssl_secret;
@@ -203,8 +203,8 @@ async fn run_steps(args: &Args, dir: &std::path::Path) -> anyhow::Result<bool> {
     .await?;
 
     let other = build_image(&binaries, dir, "other", b"one more application file")?;
-    let denied = step(11, "a mock enclave measured from a different image: denied", async {
-        let output = derive_as(&other.pcrs)?;
+    let denied = step(11, "enclave-agent with --mock-eif of a different image: denied", async {
+        let output = derive_as(&other.eif)?;
         let log = std::fs::read_to_string(dir.join("enclave-agent.log")).unwrap_or_default();
         let denied =
             output.status.code() == Some(1) && log.contains("AccessDeniedException") && output.stdout.is_empty();
@@ -227,15 +227,14 @@ fn field<'a>(value: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
     value.get(name).unwrap_or(&serde_json::Value::Null)
 }
 
-/// An image built for the simulation: the EIF, its measurements file and PCR0.
+/// An image built for the simulation: the EIF and its PCR0 in hex.
 struct Image {
     eif: PathBuf,
-    pcrs: PathBuf,
     pcr0: String,
 }
 
 /// Builds an EIF whose ramdisk holds enclave-agent (and `extra`, when not
-/// empty), and writes its measurements where `--mock-pcrs` reads them.
+/// empty).
 fn build_image(binaries: &Binaries, dir: &std::path::Path, name: &str, extra: &[u8]) -> anyhow::Result<Image> {
     let root = dir.join(format!("{name}-root"));
     std::fs::create_dir_all(root.join("bin"))?;
@@ -268,9 +267,7 @@ fn build_image(binaries: &Binaries, dir: &std::path::Path, name: &str, extra: &[
         .and_then(|v| v.as_str())
         .context("no PCR0 in eif-tool's output")?
         .to_owned();
-    let pcrs = dir.join(format!("{name}-pcrs.json"));
-    std::fs::write(&pcrs, &output.stdout)?;
-    Ok(Image { eif, pcrs, pcr0 })
+    Ok(Image { eif, pcr0 })
 }
 
 fn main() -> ExitCode {
