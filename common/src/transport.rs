@@ -29,12 +29,29 @@ pub const DEFAULT_PARENT_ADDRESS: &str = "vsock://3:5000";
 pub enum TransportError {
     #[error("invalid address `{address}`: {reason}; expected vsock://CID:PORT, tcp://HOST:PORT or unix:///PATH")]
     InvalidAddress { address: String, reason: String },
-    #[error("failed to connect to {address}: {source}")]
-    Connect { address: String, source: std::io::Error },
-    #[error("failed to listen on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
-    #[error("failed to accept a connection on {address}: {source}")]
-    Accept { address: String, source: std::io::Error },
+    // The I/O error is part of the message and deliberately not a `source`,
+    // so that printing the error chain does not repeat it.
+    #[error("failed to connect to {address}: {error}{}", connect_hint(error))]
+    Connect { address: String, error: std::io::Error },
+    #[error("failed to listen on {address}: {error}{}", bind_hint(error))]
+    Bind { address: String, error: std::io::Error },
+    #[error("failed to accept a connection on {address}: {error}")]
+    Accept { address: String, error: std::io::Error },
+}
+
+fn connect_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => "; is parent-proxy running and listening on that address?",
+        std::io::ErrorKind::NotFound => "; is parent-proxy running and listening on that socket path?",
+        _ => "",
+    }
+}
+
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => "; another process uses it, so stop that process or choose another port",
+        _ => "",
+    }
 }
 
 /// A transport address.
@@ -83,7 +100,10 @@ impl FromStr for Address {
             return Ok(Address::Unix(PathBuf::from(path)));
         }
 
-        Err(invalid("unknown scheme"))
+        if text.contains("://") {
+            return Err(invalid("unknown scheme"));
+        }
+        Err(invalid(&format!("missing scheme; for TCP write tcp://{text}")))
     }
 }
 
@@ -145,7 +165,7 @@ impl AsyncWrite for Stream {
 
 /// Opens a connection to `address`.
 pub async fn connect(address: &Address) -> Result<Stream, TransportError> {
-    let failed = |source| TransportError::Connect { address: address.to_string(), source };
+    let failed = |error| TransportError::Connect { address: address.to_string(), error };
     match address {
         Address::Tcp { host, port } => {
             let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(failed)?;
@@ -172,7 +192,7 @@ impl Listener {
     /// Binds `address`. A Unix socket path that exists and is a socket with
     /// no listener behind it is replaced; any other existing file is an error.
     pub async fn bind(address: &Address) -> Result<Self, TransportError> {
-        let failed = |source| TransportError::Bind { address: address.to_string(), source };
+        let failed = |error| TransportError::Bind { address: address.to_string(), error };
         match address {
             Address::Tcp { host, port } => {
                 Ok(Listener::Tcp(tokio::net::TcpListener::bind((host.as_str(), *port)).await.map_err(failed)?))
@@ -206,7 +226,7 @@ impl Listener {
 
     /// Accepts one connection and returns it with a printable peer name.
     pub async fn accept(&self) -> Result<(Stream, String), TransportError> {
-        let failed = |source| TransportError::Accept { address: self.local_address().to_string(), source };
+        let failed = |error| TransportError::Accept { address: self.local_address().to_string(), error };
         match self {
             Listener::Tcp(l) => {
                 let (stream, peer) = l.accept().await.map_err(failed)?;
@@ -285,7 +305,7 @@ mod tests {
     #[test]
     fn parse_rejects_bad_addresses() {
         for (text, reason) in [
-            ("127.0.0.1:5000", "unknown scheme"),
+            ("127.0.0.1:5000", "missing scheme; for TCP write tcp://127.0.0.1:5000"),
             ("http://127.0.0.1:5000", "unknown scheme"),
             ("vsock://3", "missing `:PORT`"),
             ("vsock://parent:5000", "CID"),

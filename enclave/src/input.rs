@@ -8,8 +8,10 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InputError {
-    #[error("cannot read {flag} file {path}: {source}")]
-    Read { flag: &'static str, path: String, source: std::io::Error },
+    // The I/O error is in the message and not a `source`, so the printed
+    // chain does not repeat it.
+    #[error("cannot read {flag} file {path}: {error}")]
+    Read { flag: &'static str, path: String, error: std::io::Error },
     #[error("{flag} is empty; pass fileb://PATH, file://PATH or base64 text")]
     Empty { flag: &'static str },
     #[error("{flag} file {path} is {size} bytes, more than the {max}-byte maximum")]
@@ -80,7 +82,7 @@ pub fn parse_encryption_context(argument: &str) -> Result<BTreeMap<String, Strin
 }
 
 fn read_bounded(flag: &'static str, path: &Path) -> Result<Vec<u8>, InputError> {
-    let failed = |source| InputError::Read { flag, path: path.display().to_string(), source };
+    let failed = |error| InputError::Read { flag, path: path.display().to_string(), error };
     let size = std::fs::metadata(path).map_err(failed)?.len();
     if size > MAX_BLOB_FILE {
         return Err(InputError::TooLarge { flag, path: path.display().to_string(), size, max: MAX_BLOB_FILE });

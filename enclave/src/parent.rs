@@ -22,8 +22,10 @@ use tracing::{debug, warn};
 pub enum ParentError {
     #[error(transparent)]
     Connect(#[from] TransportError),
-    #[error("connection to the parent at {address} failed: {source}")]
-    Frame { address: String, source: FrameError },
+    // The frame error is in the message and not a `source`, so the printed
+    // chain does not repeat it.
+    #[error("connection to the parent at {address} failed: {error}")]
+    Frame { address: String, error: FrameError },
     #[error("no response from the parent at {address} within {timeout:?}")]
     Timeout { address: String, timeout: Duration },
     #[error("the parent at {address} closed the connection before answering")]
@@ -143,10 +145,10 @@ impl ParentClient {
             let mut writer = connection.writer.lock().await;
             protocol::write_frame(&mut *writer, &request, self.max_frame_len).await
         };
-        if let Err(source) = written {
+        if let Err(frame_error) = written {
             lock_pending(&connection.pending).remove(&id);
-            let error = ParentError::Frame { address: self.address.to_string(), source };
-            if matches!(error, ParentError::Frame { source: FrameError::TooLarge { .. }, .. }) {
+            let error = ParentError::Frame { address: self.address.to_string(), error: frame_error };
+            if matches!(error, ParentError::Frame { error: FrameError::TooLarge { .. }, .. }) {
                 return Err(Attempt::Failed(error));
             }
             self.discard(connection).await;

@@ -304,17 +304,57 @@ where
     ForwardError { error: frame, kms_request_id }
 }
 
-/// Joins an error and its sources into one line.
+/// Longest cause text kept in an error message.
+const MAX_CAUSE_LEN: usize = 300;
+
+/// Joins an error and its sources into one line for the enclave and the log.
+/// SDK errors can carry a debug dump of the whole HTTP request, attestation
+/// document included, so causes that look like one are left out and each
+/// cause is cut to a bounded length.
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
+    let mut text = String::new();
+    let mut next: Option<&dyn std::error::Error> = Some(error);
+    while let Some(cause) = next {
         let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
+        let dump = cause_text.contains("Request {") || cause_text.contains("body:") || cause_text.contains("SdkBody");
+        if !dump && !text.contains(&cause_text) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            let cut: String = cause_text.chars().take(MAX_CAUSE_LEN).collect();
+            text.push_str(&cut);
         }
-        source = cause.source();
+        next = cause.source();
     }
-    text
+    if text.is_empty() { "the SDK reported an error without a printable cause".to_owned() } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: String,
+        #[source]
+        inner: Option<Box<Layer>>,
+    }
+
+    fn layer(text: &str, inner: Option<Layer>) -> Layer {
+        Layer { text: text.to_owned(), inner: inner.map(Box::new) }
+    }
+
+    #[test]
+    fn error_chain_drops_request_dumps() {
+        let dump = layer("Request { body: SdkBody { inner: Once(Some(b\"attestation\")) } }", None);
+        let error = layer("dispatch failure", Some(layer("endpoint must contain scheme", Some(dump))));
+        assert_eq!(error_chain(&error), "dispatch failure: endpoint must contain scheme");
+    }
+
+    #[test]
+    fn error_chain_cuts_long_causes() {
+        let error = layer("failure", Some(layer(&"x".repeat(5000), None)));
+        assert_eq!(error_chain(&error).len(), "failure: ".len() + MAX_CAUSE_LEN);
+    }
 }

@@ -30,8 +30,8 @@ struct Args {
     #[arg(long, default_value = DEFAULT_PARENT_LISTEN)]
     listen: Address,
 
-    /// KMS endpoint URL; defaults to AWS_ENDPOINT_URL_KMS, then the regional endpoint.
-    #[arg(long)]
+    /// KMS endpoint URL (http://HOST:PORT or https://HOST); defaults to AWS_ENDPOINT_URL_KMS, then the regional endpoint.
+    #[arg(long, value_parser = parse_endpoint_url)]
     endpoint_url: Option<String>,
 
     /// AWS region; defaults to the standard region chain (AWS_REGION, profile, instance metadata).
@@ -99,6 +99,18 @@ struct Args {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// Accepts an http or https URL with a host, so that a missing scheme is
+/// reported at start-up rather than on every request.
+fn parse_endpoint_url(value: &str) -> Result<String, String> {
+    let rest = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(value.to_owned()),
+        Some(_) => Err(format!("`{value}` has no host; write for example http://127.0.0.1:4566")),
+        None if value.contains("://") => Err(format!("`{value}` is not an http:// or https:// URL")),
+        None => Err(format!("`{value}` has no http:// or https:// scheme; write for example http://{value}")),
+    }
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {

@@ -199,6 +199,24 @@ async fn endpoint_from_aws_endpoint_url_kms() {
     assert_eq!(kms.requests.load(Ordering::SeqCst), 1);
 }
 
+#[test]
+fn bad_endpoint_url_rejected_at_start() {
+    let scratch = tempfile::tempdir().unwrap();
+    for (url, expected) in [
+        ("127.0.0.1:4566", "has no http:// or https:// scheme; write for example http://127.0.0.1:4566"),
+        ("ftp://127.0.0.1", "is not an http:// or https:// URL"),
+        ("http://", "has no host"),
+        ("https:///path", "has no host"),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
+        isolate_aws_environment(&mut command, scratch.path());
+        let output = command.args(["--listen", "tcp://127.0.0.1:0", "--endpoint-url", url]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains(expected), "{url}: {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn unreachable_kms_is_typed_within_timeout() {
     let scratch = tempfile::tempdir().unwrap();
