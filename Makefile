@@ -4,6 +4,8 @@
 CARGO ?= cargo
 VENV := .venv
 AWS_CLI := $(VENV)/bin/aws
+# Cargo's output folder; CARGO_TARGET_DIR moves it, as it does for cargo.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export AWS_EC2_METADATA_DISABLED := true
 
 .PHONY: all build release simulate test bench deps clippy fmt clean eif
@@ -40,7 +42,7 @@ release:
 	$(CARGO) build --release --workspace --bins
 
 simulate: .deps-installed release
-	./target/release/simulate --bin-dir target/release
+	$(TARGET_DIR)/release/simulate --bin-dir $(TARGET_DIR)/release
 
 test: deps
 	$(MAKE) --no-print-directory supply-chain
@@ -65,9 +67,9 @@ supply-chain:
 bench: deps
 	$(CARGO) bench --workspace
 	$(CARGO) build --release --workspace --bins
-	./target/release/load --bin-dir target/release --concurrency 1 --requests 500
-	./target/release/load --bin-dir target/release --concurrency 16 --requests 4000
-	./target/release/load --bin-dir target/release --mode enclave --concurrency 64 --requests 20000 --idle-connections 1000
+	$(TARGET_DIR)/release/load --bin-dir $(TARGET_DIR)/release --concurrency 1 --requests 500
+	$(TARGET_DIR)/release/load --bin-dir $(TARGET_DIR)/release --concurrency 16 --requests 4000
+	$(TARGET_DIR)/release/load --bin-dir $(TARGET_DIR)/release --mode enclave --concurrency 64 --requests 20000 --idle-connections 1000
 
 # Builds a stand-in enclave image and its key policy with eif-tool here, and
 # says which steps (the real image, nitro-cli) need a Nitro host.

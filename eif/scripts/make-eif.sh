@@ -11,12 +11,14 @@
 # kernel and the two ramdisks nitro-cli used, which must give the same PCRs.
 #
 # Environment: EIF_OUT (output directory, default target/eif),
+# CARGO_TARGET_DIR (cargo's output folder, default target),
 # EIF_PRINCIPAL (principal ARN of the policy), SOURCE_DATE_EPOCH (default 0),
 # NITRO_BLOBS (default /usr/share/nitro_enclaves/blobs).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-out=${EIF_OUT:-$repo/target/eif}
+target=${CARGO_TARGET_DIR:-$repo/target}
+out=${EIF_OUT:-$target/eif}
 principal=${EIF_PRINCIPAL:-arn:aws:iam::111122223333:role/parent-instance}
 blobs=${NITRO_BLOBS:-/usr/share/nitro_enclaves/blobs}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
@@ -25,7 +27,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "build eif-tool and enclave-agent (release)"
 cargo build --release --locked --manifest-path "$repo/Cargo.toml" -p eif-tool -p enclave-agent
-eif_tool=$repo/target/release/eif-tool
+eif_tool=$target/release/eif-tool
 mkdir -p "$out"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -34,7 +36,7 @@ step "stand-in image: $out/stand-in.eif"
 mkdir -p "$stage/boot/dev" "$stage/app/rootfs/usr/local/bin"
 printf 'placeholder init: this image is for measurement and tests, it does not boot\n' >"$stage/boot/init"
 chmod 0755 "$stage/boot/init"
-install -m 0755 "$repo/target/release/enclave-agent" "$stage/app/rootfs/usr/local/bin/enclave-agent"
+install -m 0755 "$target/release/enclave-agent" "$stage/app/rootfs/usr/local/bin/enclave-agent"
 for directory in dev run sys var proc tmp; do mkdir -p "$stage/app/rootfs/$directory"; done
 printf '/usr/local/bin/enclave-agent\ngenerate-random\n--number-of-bytes\n32\n' >"$stage/app/cmd"
 printf 'RUST_LOG=info\n' >"$stage/app/env"

@@ -9,12 +9,13 @@ use enclave_agent::cli::operations::{
 use enclave_agent::cli::{AttestArgs, MockCaArgs, VerifyAttestationArgs};
 use enclave_agent::client::ClientError;
 use enclave_agent::input::InputError;
+use enclave_agent::nsm::NsmError;
 use enclave_agent::parent::ParentError;
 use recipient_common::protocol::ErrorFrame;
 
 /// Exit code: KMS, the parent or a verifier refused the request.
 const EXIT_REFUSED: u8 = 1;
-/// Exit code: invalid usage or input.
+/// Exit code: invalid usage, input or local setup.
 const EXIT_USAGE: u8 = 2;
 /// Exit code: transport failure or timeout between enclave, parent and KMS.
 const EXIT_TRANSPORT: u8 = 3;
@@ -28,8 +29,9 @@ const EXIT_TRANSPORT: u8 = 3;
 /// Exit codes: 0 success; 1 refused (a KMS error such as
 /// AccessDeniedException, a parent allowlist refusal, or a document that
 /// fails verification); 2 invalid usage or input (KMS ValidationException
-/// included); 3 transport failure or timeout anywhere on the path (enclave
-/// to parent, or parent to KMS).
+/// included) or local setup (no NSM device, a missing or unsafe mock CA
+/// store, an invalid PCR file or image); 3 transport failure or timeout
+/// anywhere on the path (enclave to parent, or parent to KMS).
 #[derive(Debug, Parser)]
 #[command(name = "enclave-agent", version)]
 struct Cli {
@@ -76,11 +78,18 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             return match client {
                 ClientError::InvalidInput { .. } | ClientError::PublicKey(_) => EXIT_USAGE,
                 ClientError::Parent(parent) => parent_exit_code(parent),
+                ClientError::Nsm(nsm) => nsm_exit_code(nsm),
                 _ => EXIT_REFUSED,
             };
         }
         if let Some(parent) = cause.downcast_ref::<ParentError>() {
             return parent_exit_code(parent);
+        }
+        if let Some(nsm) = cause.downcast_ref::<NsmError>() {
+            return nsm_exit_code(nsm);
+        }
+        if cause.downcast_ref::<eif_tool::EifError>().is_some() {
+            return EXIT_USAGE;
         }
     }
     EXIT_REFUSED
@@ -95,6 +104,23 @@ fn parent_exit_code(error: &ParentError) -> u8 {
         ) => EXIT_TRANSPORT,
         ParentError::Remote(_) => EXIT_REFUSED,
         _ => EXIT_TRANSPORT,
+    }
+}
+
+/// Maps NSM errors: local setup problems are usage errors, an NSM that
+/// rejects a request or fails to sign is a refusal.
+fn nsm_exit_code(error: &NsmError) -> u8 {
+    match error {
+        NsmError::DeviceOpen { .. }
+        | NsmError::Io { .. }
+        | NsmError::UnsafePermissions { .. }
+        | NsmError::SymbolicLink { .. }
+        | NsmError::AlreadyInitialised { .. }
+        | NsmError::NotInitialised { .. }
+        | NsmError::InvalidStoreFile { .. }
+        | NsmError::PcrFile { .. }
+        | NsmError::InvalidArgument { .. } => EXIT_USAGE,
+        _ => EXIT_REFUSED,
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 
+use crate::input::InputError;
 use crate::nsm::{self, DeviceNsm, MAX_ATTESTATION_FIELD_LEN, MockNsm, Nsm};
 
 /// NSM backend that processes requests.
@@ -87,27 +88,31 @@ pub struct AttestArgs {
 }
 
 /// Reads an attestation field from `path`, checking the NSM's size limit.
-fn read_field(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    let size = std::fs::metadata(path).with_context(|| format!("cannot read {flag} file {}", path.display()))?.len();
+fn read_field(flag: &'static str, path: &Path) -> Result<Vec<u8>, InputError> {
+    let read_error = |error| InputError::Read { flag, path: path.display().to_string(), error };
+    let too_large = |size| InputError::TooLarge {
+        flag,
+        path: path.display().to_string(),
+        size,
+        max: MAX_ATTESTATION_FIELD_LEN as u64,
+    };
+    let size = std::fs::metadata(path).map_err(read_error)?.len();
     // A PEM public key is larger than its DER, so allow room for the conversion.
     if size > 4 * MAX_ATTESTATION_FIELD_LEN as u64 {
-        bail!("{flag} file {} is {size} bytes; the NSM accepts at most {MAX_ATTESTATION_FIELD_LEN}", path.display());
+        return Err(too_large(size));
     }
-    let mut bytes = std::fs::read(path).with_context(|| format!("cannot read {flag} file {}", path.display()))?;
+    let mut bytes = std::fs::read(path).map_err(read_error)?;
     if flag == "--public-key"
         && let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&bytes)
     {
         if pem.label != "PUBLIC KEY" {
-            bail!("{flag} file {} is PEM `{}`; expected `PUBLIC KEY` or DER", path.display(), pem.label);
+            let message = format!("file {} is PEM `{}`; expected `PUBLIC KEY` or DER", path.display(), pem.label);
+            return Err(InputError::Invalid { flag, message });
         }
         bytes = pem.contents;
     }
     if bytes.len() > MAX_ATTESTATION_FIELD_LEN {
-        bail!(
-            "{flag} file {} is {} bytes; the NSM accepts at most {MAX_ATTESTATION_FIELD_LEN}",
-            path.display(),
-            bytes.len()
-        );
+        return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
 }
@@ -211,7 +216,7 @@ mod tests {
         let path = dir.path().join("user-data");
         std::fs::write(&path, vec![0u8; 1025]).unwrap();
         let err = read_field("--user-data", &path).unwrap_err();
-        assert!(err.to_string().contains("1025 bytes; the NSM accepts at most 1024"), "{err}");
+        assert!(err.to_string().contains("is 1025 bytes, more than the 1024-byte maximum"), "{err}");
         std::fs::write(&path, vec![0u8; 1024]).unwrap();
         assert_eq!(read_field("--user-data", &path).unwrap().len(), 1024);
     }
