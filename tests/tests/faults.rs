@@ -1,5 +1,5 @@
 //! Faults under load: kms-local restarted while requests are in flight, and
-//! attestation documents past the maximum age.
+//! clock faults: attestation documents past the maximum age or from the future.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::process::Command;
@@ -146,5 +146,47 @@ async fn document_past_max_age_is_rejected() {
             assert!(message.contains("too old"), "{message}");
         }
         other => panic!("expected AccessDeniedException for an old document, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skewed_document_timestamps_are_rejected() {
+    let binaries = Binaries::build_debug().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    init_mock_ca(&binaries, dir, &dir.join("mock-ca")).unwrap();
+    let port = free_port();
+    let _kms = start_kms_on(&binaries, dir, port, &[]);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let parent = start_parent_proxy(&binaries, dir, &endpoint, &[]).unwrap();
+    let (key_id, _) = create_agreement_key(&kms_client(&endpoint), "ECC_NIST_P256").await.unwrap();
+    let peer = openssl_peer_key(dir, "P-256").unwrap();
+    let params = DeriveSharedSecretParams {
+        key_id,
+        public_key: std::fs::read(&peer.public_der).unwrap(),
+        grant_tokens: Vec::new(),
+        dry_run: false,
+    };
+
+    // kms-local allows 60 s of skew ahead and a maximum age of 5 minutes by default.
+    let cases = [
+        (time::Duration::minutes(10), Some("ahead of the verifier's clock")),
+        (time::Duration::minutes(-10), Some("too old")),
+        (time::Duration::seconds(30), None),
+        (time::Duration::seconds(-30), None),
+    ];
+    for (skew, expected) in cases {
+        let nsm = MockNsm::open(&dir.join("mock-ca"), None).unwrap().with_timestamp_skew(skew);
+        let parent_client = ParentClient::new(parent.address.parse().unwrap(), Duration::from_secs(20));
+        let client = RecipientClient::new(Arc::new(nsm), parent_client, RsaKeySize::Rsa2048);
+        let result = client.derive_shared_secret(params.clone()).await;
+        match (expected, result) {
+            (None, Ok(secret)) => assert_eq!(secret.shared_secret.len(), 32, "skew {skew}"),
+            (Some(fragment), Err(ClientError::Parent(ParentError::Remote(ErrorFrame::Kms { name, message, .. })))) => {
+                assert_eq!(name, "AccessDeniedException", "skew {skew}");
+                assert!(message.contains(fragment), "skew {skew}: {message}");
+            }
+            (expected, other) => panic!("skew {skew}: expected {expected:?}, got {other:?}"),
+        }
     }
 }

@@ -36,6 +36,10 @@ pub struct NsmArgs {
     /// 8) the mock reports, as a real enclave booted from it would.
     #[arg(long, value_name = "IMAGE.eif")]
     pub mock_eif: Option<PathBuf>,
+    /// Seconds added to the mock documents' timestamp (negative: into the
+    /// past), to test how a verifier handles NSM clock skew.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, allow_negative_numbers = true)]
+    pub mock_timestamp_skew: i64,
 }
 
 impl NsmArgs {
@@ -61,7 +65,7 @@ impl NsmArgs {
                     None => MockNsm::open(dir, self.mock_pcrs.as_deref()),
                 }
                 .with_context(|| format!("cannot start the mock NSM from {}", dir.display()))?;
-                Ok(Arc::new(mock))
+                Ok(Arc::new(mock.with_timestamp_skew(time::Duration::seconds(self.mock_timestamp_skew))))
             }
         }
     }

@@ -76,6 +76,9 @@ pub struct MockNsm {
     store: CaStore,
     module_id: String,
     state: Mutex<State>,
+    /// Added to the clock for the documents' `timestamp` only, to simulate an
+    /// NSM clock that is ahead of or behind the verifier's.
+    timestamp_skew: time::Duration,
 }
 
 impl std::fmt::Debug for MockNsm {
@@ -83,6 +86,7 @@ impl std::fmt::Debug for MockNsm {
         f.debug_struct("MockNsm")
             .field("module_id", &self.module_id)
             .field("store", &self.store)
+            .field("timestamp_skew", &self.timestamp_skew)
             .finish_non_exhaustive()
     }
 }
@@ -129,7 +133,19 @@ impl MockNsm {
         let module_id = format!("{}-enc{enclave_id}", store.instance_id());
 
         tracing::info!(%module_id, dir = %dir.display(), "mock NSM started");
-        Ok(Self { store, module_id, state: Mutex::new(State { pcrs, leaf }) })
+        Ok(Self { store, module_id, state: Mutex::new(State { pcrs, leaf }), timestamp_skew: time::Duration::ZERO })
+    }
+
+    /// Shifts the `timestamp` of every document by `skew` (positive: into the
+    /// future), as an NSM whose clock disagrees with the verifier's would.
+    /// Certificates keep their real validity.
+    #[must_use]
+    pub fn with_timestamp_skew(mut self, skew: time::Duration) -> Self {
+        if !skew.is_zero() {
+            tracing::warn!(seconds = skew.whole_seconds(), "mock NSM document timestamps are skewed");
+        }
+        self.timestamp_skew = skew;
+        self
     }
 
     /// Returns the module id, `<instance id>-enc<enclave id>` as on Nitro hardware.
@@ -267,7 +283,8 @@ impl MockNsm {
             .filter(|(index, pcr)| (*index as u32) < LOCKED_AT_START || pcr.extended)
             .map(|(index, pcr)| (index as u32, pcr.value.to_vec()))
             .collect();
-        let timestamp = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let stamped = now.checked_add(self.timestamp_skew).unwrap_or(now);
+        let timestamp = u64::try_from(stamped.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let document = AttestationDocument {
             module_id: self.module_id.clone(),
             digest: attestation::DIGEST_SHA384.to_owned(),
@@ -323,6 +340,23 @@ mod tests {
 
     fn leaf_of(document: &[u8]) -> Vec<u8> {
         attestation::parse(document).unwrap().certificate
+    }
+
+    #[test]
+    fn timestamp_skew_moves_timestamp_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca).unwrap();
+        let at = now().replace_nanosecond(0).unwrap();
+        let skewed = MockNsm::open(&ca, None).unwrap().with_timestamp_skew(time::Duration::minutes(10));
+        let plain = MockNsm::open(&ca, None).unwrap();
+
+        let ahead = attestation::parse(&attest_at(&skewed, at)).unwrap();
+        let exact = attestation::parse(&attest_at(&plain, at)).unwrap();
+        let expected = u64::try_from((at + Duration::from_secs(600)).unix_timestamp()).unwrap() * 1000;
+        assert_eq!(ahead.timestamp, expected);
+        assert_eq!(exact.timestamp + 600_000, ahead.timestamp);
+        assert_eq!(ahead.certificate, exact.certificate, "the leaf is the same, with its real validity");
     }
 
     #[test]
