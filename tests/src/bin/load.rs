@@ -3,6 +3,9 @@
 //! chosen concurrency and count, and prints throughput, p50, p99 and the
 //! peak resident memory of each process.
 //!
+//! Before the load, it measures the cryptographic floor of one request on
+//! this machine, single-threaded, and reports the enclave mode against it.
+//!
 //! Modes, so that each hop's cost can be told apart in one run:
 //! - `enclave`: the enclave-agent library (attest, send through the parent,
 //!   open the envelope), the whole flow;
@@ -16,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use aws_lc_rs::agreement;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyAgreementAlgorithmSpec, KeyEncryptionMechanism, RecipientInfo};
 use clap::Parser;
@@ -23,6 +27,8 @@ use enclave_agent::client::{DeriveSharedSecretParams, KeyReuse, RecipientClient}
 use enclave_agent::key::{EphemeralKey, RsaKeySize};
 use enclave_agent::nsm::{MockNsm, Nsm};
 use enclave_agent::parent::ParentClient;
+use recipient_common::attestation::{Verifier, VerifyOptions};
+use recipient_common::cms;
 use recipient_common::protocol::{DeriveSharedSecretRequest, Operation, Output, Recipient};
 use recipient_common::transport::Address;
 use recipient_tests::{
@@ -51,9 +57,12 @@ struct Args {
     /// Requests one enclave key pair may serve (enclave mode); 1 makes a key per request.
     #[arg(long, default_value_t = 1000)]
     key_reuse: u32,
-    /// Also open this many idle connections to parent-proxy and report its memory.
+    /// Also open this many idle connections to parent-proxy and to kms-local and report their memory.
     #[arg(long, default_value_t = 0)]
     idle_connections: usize,
+    /// Calls of each step when measuring the cryptographic floor.
+    #[arg(long, default_value_t = 200)]
+    floor_rounds: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -119,6 +128,95 @@ impl Caller {
             }
         }
         Ok(())
+    }
+}
+
+/// Mean time of one call of `step`, over `rounds` calls after one warm-up call.
+fn mean_time(rounds: u32, mut step: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+    step()?;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        step()?;
+    }
+    Ok(started.elapsed() / rounds.max(1))
+}
+
+/// The cryptographic work of one request, each step timed alone on one thread.
+struct Floor {
+    attestation: Duration,
+    verification: Duration,
+    ecdh: Duration,
+    envelope: Duration,
+    opening: Duration,
+    key_pair: Duration,
+}
+
+impl Floor {
+    /// Measures each step with the same algorithms and sizes as the load:
+    /// a mock NSM document for an RSA-2048 key, its verification with a warm
+    /// certificate cache, ECDH on P-256, the CMS envelope of a 32-byte secret,
+    /// and opening it.
+    fn measure(nsm: &dyn Nsm, root_pem: &[u8], peer_public: &[u8], rounds: u32) -> anyhow::Result<Self> {
+        let key = EphemeralKey::generate(RsaKeySize::Rsa2048)?;
+        let spki = key.public_key_der().to_vec();
+        let attestation = mean_time(rounds, || {
+            enclave_agent::nsm::attest(nsm, Some(spki.clone()), None, None)?;
+            Ok(())
+        })?;
+
+        let document = enclave_agent::nsm::attest(nsm, Some(spki.clone()), None, None)?;
+        let mut verifier = Verifier::new();
+        verifier.add_root_pem(root_pem)?;
+        let options = VerifyOptions::default();
+        let verification = mean_time(rounds, || {
+            verifier.verify(&document, &options)?;
+            Ok(())
+        })?;
+
+        // The uncompressed point is the last 65 bytes of a P-256 SubjectPublicKeyInfo.
+        let point = peer_public.get(peer_public.len().saturating_sub(65)..).unwrap_or_default();
+        let kms_key = agreement::PrivateKey::generate(&agreement::ECDH_P256)
+            .map_err(|_| anyhow::anyhow!("cannot generate a P-256 key"))?;
+        let mut secret = Vec::new();
+        let ecdh = mean_time(rounds, || {
+            let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, point);
+            secret = agreement::agree(&kms_key, peer, anyhow::anyhow!("ECDH with the peer key failed"), |shared| {
+                Ok(shared.to_vec())
+            })?;
+            Ok(())
+        })?;
+
+        let sealed = cms::build(&secret, &spki)?;
+        let envelope = mean_time(rounds, || {
+            cms::build(&secret, &spki)?;
+            Ok(())
+        })?;
+        let opening = mean_time(rounds, || {
+            cms::decrypt(&sealed, key.private_key())?;
+            Ok(())
+        })?;
+        let key_pair = mean_time(rounds.div_ceil(10), || {
+            EphemeralKey::generate(RsaKeySize::Rsa2048)?;
+            Ok(())
+        })?;
+        Ok(Self { attestation, verification, ecdh, envelope, opening, key_pair })
+    }
+
+    /// Returns one request's floor: attestation, the KMS side and the enclave side.
+    fn total(&self) -> Duration {
+        self.attestation + self.verification + self.ecdh + self.envelope + self.opening
+    }
+
+    fn print(&self) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!("cryptographic floor, one thread, mean per call:");
+        println!("  attestation (mock NSM, ES384 signature)          {:>8.3} ms", ms(self.attestation));
+        println!("  KMS: document verification (certificates cached) {:>8.3} ms", ms(self.verification));
+        println!("  KMS: ECDH P-256                                  {:>8.3} ms", ms(self.ecdh));
+        println!("  KMS: envelope (RSA-OAEP encryption, AES-256-CBC) {:>8.3} ms", ms(self.envelope));
+        println!("  enclave: open (RSA-OAEP decryption, AES-256-CBC) {:>8.3} ms", ms(self.opening));
+        println!("  floor of one request                             {:>8.3} ms", ms(self.total()));
+        println!("  RSA-2048 key pair, separately                    {:>8.3} ms", ms(self.key_pair));
     }
 }
 
@@ -193,6 +291,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let document = enclave_agent::nsm::attest(nsm.as_ref(), Some(document_key.public_key_der().to_vec()), None, None)?;
     let parent_address: Address = parent.address.parse()?;
 
+    let floor =
+        Floor::measure(nsm.as_ref(), &std::fs::read(mock_ca.join("root.pem"))?, &peer_public, args.floor_rounds)?;
+    floor.print();
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let floor_rate = cores as f64 / floor.total().as_secs_f64();
+    println!("  floor throughput on {cores} cores: {floor_rate:.1} requests/s");
+
     println!(
         "load: {} requests per mode after {} warm-up, concurrency {}, P-256 DeriveSharedSecret with Recipient (RSA-2048)",
         args.requests, args.warmup, args.concurrency
@@ -238,6 +343,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ms(percentile(&latencies, 0.99)),
             ms(latencies.last().copied().unwrap_or_default())
         );
+        if *mode == Mode::Enclave {
+            let p50 = percentile(&latencies, 0.5).as_secs_f64() / floor.total().as_secs_f64();
+            println!("  enclave p50 / floor {p50:.2}, throughput / floor throughput {:.2}", throughput / floor_rate);
+        }
     }
 
     if args.idle_connections > 0 {
@@ -245,10 +354,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         for _ in 0..args.idle_connections {
             idle.push(recipient_common::transport::connect(&parent_address).await?);
         }
+        let kms_address = kms.address.trim_start_matches("http://");
+        let mut idle_kms = Vec::with_capacity(args.idle_connections);
+        for _ in 0..args.idle_connections {
+            idle_kms.push(tokio::net::TcpStream::connect(kms_address).await?);
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        println!("with {} idle connections to parent-proxy open:", idle.len());
-        let (_, rss) = memory_kib(parent.pid());
-        println!("  parent-proxy resident {:.1} MiB", rss as f64 / 1024.0);
+        println!("with {} idle connections open to each service:", idle.len());
+        for (name, pid) in [("parent-proxy", parent.pid()), ("kms-local", kms.pid())] {
+            let (_, rss) = memory_kib(pid);
+            println!("  {name} resident {:.1} MiB", rss as f64 / 1024.0);
+        }
     }
     for (name, pid) in [("kms-local", kms.pid()), ("parent-proxy", parent.pid())] {
         let (peak, current) = memory_kib(pid);
