@@ -268,6 +268,40 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// Counts the established TCP connections whose local port is `port`: on
+/// loopback, the server ends of the connections to a service on that port.
+fn established_to(port: u16) -> usize {
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1).unwrap_or_default();
+            let state = fields.nth(1).unwrap_or_default();
+            let local_port = local.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            if local_port == Some(port) && state == "01" {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+/// Waits up to five seconds for every connection to `port` to close.
+async fn expect_no_connections(service: &str, port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let open = established_to(port);
+        if open == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{open} connections to {service} are still open 5 s after the load; a connection leaked");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let binaries = Binaries::in_dir(&args.bin_dir)?;
     let scratch = tempfile::Builder::new().prefix("nitro-recipient-load-").tempdir()?;
@@ -290,6 +324,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let document_key = EphemeralKey::generate(RsaKeySize::Rsa2048)?;
     let document = enclave_agent::nsm::attest(nsm.as_ref(), Some(document_key.public_key_der().to_vec()), None, None)?;
     let parent_address: Address = parent.address.parse()?;
+    let parent_port: u16 = parent
+        .address
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .with_context(|| format!("parent-proxy address {} has no port", parent.address))?;
 
     let floor =
         Floor::measure(nsm.as_ref(), &std::fs::read(mock_ca.join("root.pem"))?, &peer_public, args.floor_rounds)?;
@@ -347,6 +387,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let p50 = percentile(&latencies, 0.5).as_secs_f64() / floor.total().as_secs_f64();
             println!("  enclave p50 / floor {p50:.2}, throughput / floor throughput {:.2}", throughput / floor_rate);
         }
+        drop(caller);
+        expect_no_connections("parent-proxy", parent_port).await?;
     }
 
     if args.idle_connections > 0 {
