@@ -7,6 +7,12 @@
 //! (`DIR/kms-local.lock`, held with an exclusive `flock`) keeps a second
 //! kms-local off the same directory. The database and the lock file are
 //! created with mode 0600 and the directory with 0700.
+//!
+//! After an I/O error the store reopens the database, and serves reads from
+//! a copy in memory while the file cannot be written (see `store/handle.rs`).
+
+mod database;
+mod handle;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -18,10 +24,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{KmsError, KmsResult};
 use crate::keys::{KeyMaterial, KeySpec, KeyState, KeyUsage};
+use database::{OpenFailure, create_directory_remedy, open_database_remedy, open_file_remedy};
+use handle::{Access, Failure, Handle};
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const MATERIAL: TableDefinition<&str, &[u8]> = TableDefinition::new("key_material");
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+const TABLES: [TableDefinition<&str, &[u8]>; 3] = [KEYS, MATERIAL, ALIASES];
 
 /// The database file name inside the data directory.
 pub const DATABASE_FILE: &str = "kms-local.redb";
@@ -32,17 +41,34 @@ pub const LOCK_FILE: &str = "kms-local.lock";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("cannot create data directory {path}: {source}")]
-    CreateDirectory { path: PathBuf, source: io::Error },
-    #[error("cannot open {path}: {source}")]
-    Open { path: PathBuf, source: io::Error },
+    #[error("cannot create data directory {path}: {error}; {}", create_directory_remedy(.error))]
+    CreateDirectory { path: PathBuf, error: io::Error },
+    #[error("cannot open {path} for reading and writing: {error}; {}", open_file_remedy(.error))]
+    Open { path: PathBuf, error: io::Error },
     #[error(
         "another kms-local is already using data directory {directory} (it holds the lock on {lock}); \
          stop that process or pass a different --data-dir"
     )]
     Locked { directory: PathBuf, lock: PathBuf },
+    #[error(
+        "database {path} is damaged or is not a kms-local database ({message}); restore it from a backup, \
+         or move it out of the data directory to start with an empty store"
+    )]
+    Damaged { path: PathBuf, message: String },
+    #[error("cannot open database {path}: {error}; {}", open_database_remedy(.error))]
+    DatabaseIo { path: PathBuf, error: io::Error },
     #[error("cannot open database {path}: {message}")]
     Database { path: PathBuf, message: String },
+}
+
+impl StoreError {
+    fn from_open_failure(path: &Path, failure: OpenFailure) -> Self {
+        match failure {
+            OpenFailure::Damaged(message) => Self::Damaged { path: path.to_owned(), message },
+            OpenFailure::Io(error) => Self::DatabaseIo { path: path.to_owned(), error },
+            OpenFailure::Database(error) => Self::Database { path: path.to_owned(), message: error.to_string() },
+        }
+    }
 }
 
 /// The stored state of one key, without its material.
@@ -76,10 +102,9 @@ pub struct AliasRecord {
 /// The key store. Cheap to share behind an `Arc`; redb serialises writers.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    handle: Handle,
     /// Held for the life of the store; dropping it releases the lock.
     _lock: Option<File>,
-    location: String,
 }
 
 fn internal(error: impl std::fmt::Display) -> KmsError {
@@ -97,13 +122,15 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> KmsResult<T> {
 
 impl Store {
     /// Opens (or creates) the store in `directory`, refusing a directory that
-    /// another kms-local holds.
+    /// another kms-local holds. Opening writes to an existing database too:
+    /// redb rewrites its header and allocator state, and repairs the file
+    /// after a crash.
     pub fn open(directory: &Path) -> Result<Self, StoreError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(directory)
-            .map_err(|source| StoreError::CreateDirectory { path: directory.to_owned(), source })?;
+            .map_err(|error| StoreError::CreateDirectory { path: directory.to_owned(), error })?;
 
         let lock_path = directory.join(LOCK_FILE);
         let lock = open_private(&lock_path)?;
@@ -112,17 +139,24 @@ impl Store {
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(StoreError::Locked { directory: directory.to_owned(), lock: lock_path });
             }
-            Err(std::fs::TryLockError::Error(source)) => return Err(StoreError::Open { path: lock_path, source }),
+            Err(std::fs::TryLockError::Error(error)) => return Err(StoreError::Open { path: lock_path, error }),
         }
 
         let db_path = directory.join(DATABASE_FILE);
         let file = open_private(&db_path)?;
-        let db = Database::builder()
-            .create_file(file)
-            .map_err(|error| StoreError::Database { path: db_path.clone(), message: error.to_string() })?;
-        let store = Self { db, _lock: Some(lock), location: db_path.display().to_string() };
-        store.create_tables().map_err(|error| StoreError::Database { path: db_path, message: error.message })?;
-        Ok(store)
+        let db =
+            database::open_file(file, &db_path).map_err(|failure| StoreError::from_open_failure(&db_path, failure))?;
+        create_missing_tables(&db).map_err(|failure| match failure {
+            Failure::Database(error) => match *error {
+                redb::Error::Io(error) => StoreError::DatabaseIo { path: db_path.clone(), error },
+                other => StoreError::Database {
+                    path: db_path.clone(),
+                    message: format!("cannot create the tables: {other}"),
+                },
+            },
+            Failure::Request(error) => StoreError::Database { path: db_path.clone(), message: error.message },
+        })?;
+        Ok(Self::with_database(db, Some(db_path), Some(lock)))
     }
 
     /// Creates an empty store that lives in memory only.
@@ -130,56 +164,55 @@ impl Store {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|error| StoreError::Database { path: PathBuf::from("<memory>"), message: error.to_string() })?;
-        let store = Self { db, _lock: None, location: "memory".to_owned() };
-        store
-            .create_tables()
-            .map_err(|error| StoreError::Database { path: PathBuf::from("<memory>"), message: error.message })?;
-        Ok(store)
+        create_missing_tables(&db)
+            .map_err(|error| StoreError::Database { path: PathBuf::from("<memory>"), message: error.to_string() })?;
+        Ok(Self::with_database(db, None, None))
     }
 
-    /// Where the store lives: the database path, or `memory`.
+    fn with_database(database: Database, path: Option<PathBuf>, lock: Option<File>) -> Self {
+        Self { handle: Handle::new(database, path), _lock: lock }
+    }
+
+    /// Returns where the store lives: the database path, or `memory`.
     pub fn location(&self) -> &str {
-        &self.location
-    }
-
-    fn create_tables(&self) -> KmsResult<()> {
-        let txn = self.db.begin_write().map_err(internal)?;
-        txn.open_table(KEYS).map_err(internal)?;
-        txn.open_table(MATERIAL).map_err(internal)?;
-        txn.open_table(ALIASES).map_err(internal)?;
-        txn.commit().map_err(internal)
+        self.handle.location()
     }
 
     /// Stores a new key and its material in one transaction.
     pub fn insert_key(&self, record: &KeyRecord, material: &KeyMaterial) -> KmsResult<()> {
         let encoded = encode(record)?;
-        let txn = self.db.begin_write().map_err(internal)?;
-        {
-            let mut keys = txn.open_table(KEYS).map_err(internal)?;
-            keys.insert(record.key_id.as_str(), encoded.as_slice()).map_err(internal)?;
-            let mut materials = txn.open_table(MATERIAL).map_err(internal)?;
-            materials.insert(record.key_id.as_str(), material.as_bytes()).map_err(internal)?;
-        }
-        txn.commit().map_err(internal)
+        self.handle.run(Access::Write, |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut keys = txn.open_table(KEYS)?;
+                keys.insert(record.key_id.as_str(), encoded.as_slice())?;
+                let mut materials = txn.open_table(MATERIAL)?;
+                materials.insert(record.key_id.as_str(), material.as_bytes())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     pub fn key(&self, key_id: &str) -> KmsResult<Option<KeyRecord>> {
-        let txn = self.db.begin_read().map_err(internal)?;
-        let keys = txn.open_table(KEYS).map_err(internal)?;
-        let Some(value) = keys.get(key_id).map_err(internal)? else {
-            return Ok(None);
-        };
-        decode(value.value()).map(Some)
+        self.handle.run(Access::Read, |db| {
+            let txn = db.begin_read()?;
+            let keys = txn.open_table(KEYS)?;
+            let Some(value) = keys.get(key_id)? else {
+                return Ok(None);
+            };
+            Ok(decode(value.value()).map(Some)?)
+        })
     }
 
     pub fn material(&self, key_id: &str) -> KmsResult<KeyMaterial> {
-        let txn = self.db.begin_read().map_err(internal)?;
-        let materials = txn.open_table(MATERIAL).map_err(internal)?;
-        let value = materials
-            .get(key_id)
-            .map_err(internal)?
-            .ok_or_else(|| internal(format!("key {key_id} has no stored material")))?;
-        Ok(KeyMaterial::from_bytes(value.value().to_vec()))
+        self.handle.run(Access::Read, |db| {
+            let txn = db.begin_read()?;
+            let materials = txn.open_table(MATERIAL)?;
+            let value =
+                materials.get(key_id)?.ok_or_else(|| internal(format!("key {key_id} has no stored material")))?;
+            Ok(KeyMaterial::from_bytes(value.value().to_vec()))
+        })
     }
 
     /// Applies `change` to a key inside one write transaction and returns the
@@ -189,106 +222,145 @@ impl Store {
         key_id: &str,
         change: impl FnOnce(&mut KeyRecord) -> KmsResult<()>,
     ) -> KmsResult<Option<KeyRecord>> {
-        let txn = self.db.begin_write().map_err(internal)?;
-        let updated = {
-            let mut keys = txn.open_table(KEYS).map_err(internal)?;
-            let current = keys.get(key_id).map_err(internal)?.map(|value| decode::<KeyRecord>(value.value()));
-            let Some(current) = current else {
-                return Ok(None);
+        self.handle.run(Access::Write, |db| {
+            let txn = db.begin_write()?;
+            let updated = {
+                let mut keys = txn.open_table(KEYS)?;
+                let Some(current) = keys.get(key_id)?.map(|value| decode::<KeyRecord>(value.value())) else {
+                    return Ok(None);
+                };
+                let mut record = current?;
+                change(&mut record)?;
+                let encoded = encode(&record)?;
+                keys.insert(key_id, encoded.as_slice())?;
+                record
             };
-            let mut record = current?;
-            change(&mut record)?;
-            let encoded = encode(&record)?;
-            keys.insert(key_id, encoded.as_slice()).map_err(internal)?;
-            record
-        };
-        txn.commit().map_err(internal)?;
-        Ok(Some(updated))
+            txn.commit()?;
+            Ok(Some(updated))
+        })
     }
 
     /// Deletes a key, its material and the aliases that point to it.
     pub fn delete_key(&self, key_id: &str) -> KmsResult<()> {
-        let txn = self.db.begin_write().map_err(internal)?;
-        {
-            let mut keys = txn.open_table(KEYS).map_err(internal)?;
-            keys.remove(key_id).map_err(internal)?;
-            let mut materials = txn.open_table(MATERIAL).map_err(internal)?;
-            materials.remove(key_id).map_err(internal)?;
-            let mut aliases = txn.open_table(ALIASES).map_err(internal)?;
-            let mut doomed = Vec::new();
-            for entry in aliases.iter().map_err(internal)? {
-                let (name, value) = entry.map_err(internal)?;
-                let alias: AliasRecord = decode(value.value())?;
-                if alias.target_key_id == key_id {
-                    doomed.push(name.value().to_owned());
+        self.handle.run(Access::Write, |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut keys = txn.open_table(KEYS)?;
+                keys.remove(key_id)?;
+                let mut materials = txn.open_table(MATERIAL)?;
+                materials.remove(key_id)?;
+                let mut aliases = txn.open_table(ALIASES)?;
+                let mut doomed = Vec::new();
+                for entry in aliases.iter()? {
+                    let (name, value) = entry?;
+                    let alias: AliasRecord = decode(value.value())?;
+                    if alias.target_key_id == key_id {
+                        doomed.push(name.value().to_owned());
+                    }
+                }
+                for name in doomed {
+                    aliases.remove(name.as_str())?;
                 }
             }
-            for name in doomed {
-                aliases.remove(name.as_str()).map_err(internal)?;
-            }
-        }
-        txn.commit().map_err(internal)
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Returns every key, ordered by key id.
     pub fn keys(&self) -> KmsResult<Vec<KeyRecord>> {
-        let txn = self.db.begin_read().map_err(internal)?;
-        let keys = txn.open_table(KEYS).map_err(internal)?;
-        let mut records = Vec::new();
-        for entry in keys.iter().map_err(internal)? {
-            let (_, value) = entry.map_err(internal)?;
-            records.push(decode(value.value())?);
-        }
-        Ok(records)
+        self.handle.run(Access::Read, |db| {
+            let txn = db.begin_read()?;
+            let keys = txn.open_table(KEYS)?;
+            let mut records = Vec::new();
+            for entry in keys.iter()? {
+                let (_, value) = entry?;
+                records.push(decode(value.value())?);
+            }
+            Ok(records)
+        })
     }
 
     pub fn alias(&self, alias_name: &str) -> KmsResult<Option<AliasRecord>> {
-        let txn = self.db.begin_read().map_err(internal)?;
-        let aliases = txn.open_table(ALIASES).map_err(internal)?;
-        let Some(value) = aliases.get(alias_name).map_err(internal)? else {
-            return Ok(None);
-        };
-        decode(value.value()).map(Some)
+        self.handle.run(Access::Read, |db| {
+            let txn = db.begin_read()?;
+            let aliases = txn.open_table(ALIASES)?;
+            let Some(value) = aliases.get(alias_name)? else {
+                return Ok(None);
+            };
+            Ok(decode(value.value()).map(Some)?)
+        })
     }
 
     /// Inserts or replaces an alias. With `must_be_new`, an existing alias is
     /// left alone and `Ok(false)` returned.
     pub fn put_alias(&self, alias: &AliasRecord, must_be_new: bool) -> KmsResult<bool> {
         let encoded = encode(alias)?;
-        let txn = self.db.begin_write().map_err(internal)?;
-        {
-            let mut aliases = txn.open_table(ALIASES).map_err(internal)?;
-            if must_be_new && aliases.get(alias.alias_name.as_str()).map_err(internal)?.is_some() {
-                return Ok(false);
+        self.handle.run(Access::Write, |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut aliases = txn.open_table(ALIASES)?;
+                if must_be_new && aliases.get(alias.alias_name.as_str())?.is_some() {
+                    return Ok(false);
+                }
+                aliases.insert(alias.alias_name.as_str(), encoded.as_slice())?;
             }
-            aliases.insert(alias.alias_name.as_str(), encoded.as_slice()).map_err(internal)?;
-        }
-        txn.commit().map_err(internal)?;
-        Ok(true)
+            txn.commit()?;
+            Ok(true)
+        })
     }
 
     /// Removes an alias; returns whether it existed.
     pub fn delete_alias(&self, alias_name: &str) -> KmsResult<bool> {
-        let txn = self.db.begin_write().map_err(internal)?;
-        let existed = {
-            let mut aliases = txn.open_table(ALIASES).map_err(internal)?;
-            aliases.remove(alias_name).map_err(internal)?.is_some()
-        };
-        txn.commit().map_err(internal)?;
-        Ok(existed)
+        self.handle.run(Access::Write, |db| {
+            let txn = db.begin_write()?;
+            let existed = {
+                let mut aliases = txn.open_table(ALIASES)?;
+                aliases.remove(alias_name)?.is_some()
+            };
+            txn.commit()?;
+            Ok(existed)
+        })
     }
 
     /// Returns every alias, ordered by name.
     pub fn aliases(&self) -> KmsResult<Vec<AliasRecord>> {
-        let txn = self.db.begin_read().map_err(internal)?;
-        let aliases = txn.open_table(ALIASES).map_err(internal)?;
-        let mut records = Vec::new();
-        for entry in aliases.iter().map_err(internal)? {
-            let (_, value) = entry.map_err(internal)?;
-            records.push(decode(value.value())?);
-        }
-        Ok(records)
+        self.handle.run(Access::Read, |db| {
+            let txn = db.begin_read()?;
+            let aliases = txn.open_table(ALIASES)?;
+            let mut records = Vec::new();
+            for entry in aliases.iter()? {
+                let (_, value) = entry?;
+                records.push(decode(value.value())?);
+            }
+            Ok(records)
+        })
     }
+}
+
+/// Creates the tables that do not exist yet, in a write transaction that
+/// runs only when one is missing.
+fn create_missing_tables(db: &Database) -> Result<(), Failure> {
+    let mut missing = false;
+    {
+        let txn = db.begin_read()?;
+        for definition in TABLES {
+            match txn.open_table(definition) {
+                Ok(_) => {}
+                Err(redb::TableError::TableDoesNotExist(_)) => missing = true,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+    if !missing {
+        return Ok(());
+    }
+    let txn = db.begin_write()?;
+    for definition in TABLES {
+        txn.open_table(definition)?;
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 /// Opens or creates a file readable and writable by the owner only.
@@ -300,7 +372,7 @@ fn open_private(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(|source| StoreError::Open { path: path.to_owned(), source })
+        .map_err(|error| StoreError::Open { path: path.to_owned(), error })
 }
 
 #[cfg(test)]
