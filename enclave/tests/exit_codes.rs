@@ -73,3 +73,21 @@ fn missing_nsm_device_exits_2() {
     let output = agent(&["attest", "--out", out.to_str().unwrap(), "--nsm", "device"]);
     assert_exit(&output, 2, "--nsm mock --mock-dir DIR");
 }
+
+#[test]
+fn mock_flags_without_mock_nsm_exit_2() {
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("doc.cbor");
+    let out = out.to_str().unwrap();
+    for flags in [
+        ["--mock-dir", "/tmp"],
+        ["--mock-pcrs", "pcrs.json"],
+        ["--mock-eif", "image.eif"],
+        ["--mock-timestamp-skew", "-30"],
+    ] {
+        let mut args = vec!["attest", "--out", out, "--nsm", "device"];
+        args.extend(flags);
+        let output = agent(&args);
+        assert_exit(&output, 2, &format!("invalid {}: applies only to the mock NSM", flags[0]));
+    }
+}

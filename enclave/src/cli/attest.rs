@@ -47,6 +47,18 @@ impl NsmArgs {
     pub fn open(&self) -> anyhow::Result<Arc<dyn Nsm>> {
         match self.nsm {
             NsmKind::Device => {
+                let mock_flag = [
+                    (self.mock_dir.is_some(), "--mock-dir"),
+                    (self.mock_pcrs.is_some(), "--mock-pcrs"),
+                    (self.mock_eif.is_some(), "--mock-eif"),
+                    (self.mock_timestamp_skew != 0, "--mock-timestamp-skew"),
+                ]
+                .into_iter()
+                .find_map(|(given, flag)| given.then_some(flag));
+                if let Some(flag) = mock_flag {
+                    let message = "applies only to the mock NSM; add --nsm mock, or drop the flag".to_owned();
+                    return Err(InputError::Invalid { flag, message }.into());
+                }
                 let device = DeviceNsm::open().context("outside an enclave, use --nsm mock --mock-dir DIR")?;
                 Ok(Arc::new(device))
             }
