@@ -76,8 +76,8 @@ pub struct MockNsm {
     store: CaStore,
     module_id: String,
     state: Mutex<State>,
-    /// Added to the clock for the documents' `timestamp` only, to simulate an
-    /// NSM clock that is ahead of or behind the verifier's.
+    /// Offset added to the clock for the documents' `timestamp` only, to
+    /// simulate an NSM clock that is ahead of or behind the verifier's.
     timestamp_skew: time::Duration,
 }
 
