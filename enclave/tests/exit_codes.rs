@@ -56,11 +56,20 @@ fn setup_errors_exit_2() {
     let output = agent(&["attest", "--out", out, "--nonce", "/nonexistent/nonce", "--nsm", "mock", "--mock-dir", ca]);
     assert_exit(&output, 2, "/nonexistent/nonce");
 
+    // An unreadable document and root for verify-attestation.
+    let output = agent(&["verify-attestation", "/nonexistent/doc.cbor"]);
+    assert_exit(&output, 2, "cannot read document file /nonexistent/doc.cbor");
+    let output = agent(&["attest", "--out", out, "--nsm", "mock", "--mock-dir", ca]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = agent(&["verify-attestation", out, "--root", "/nonexistent/root.pem"]);
+    assert_exit(&output, 2, "cannot read --root file /nonexistent/root.pem");
+
     // A store other users can read.
+    let document = std::fs::read(out).unwrap();
     std::fs::set_permissions(dir.join("ca/intermediate-3.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let output = agent(&["attest", "--out", out, "--nsm", "mock", "--mock-dir", ca]);
     assert_exit(&output, 2, "chmod 600");
-    assert!(!std::path::Path::new(out).exists(), "no document is written after an error");
+    assert_eq!(std::fs::read(out).unwrap(), document, "the earlier document is not overwritten");
 }
 
 #[test]

@@ -28,19 +28,21 @@ use kms_local::{Config, Credentials, DEFAULT_LISTEN, Kms};
 /// start or fails, 2 for invalid arguments.
 #[derive(Debug, Parser)]
 #[command(name = "kms-local", version)]
+#[command(group = clap::ArgGroup::new("store").required(true).args(["data_dir", "ephemeral"]))]
 struct Args {
     /// Address to listen on; port 0 picks a free port. Anything other than a
     /// loopback address exposes the development credentials to the network.
-    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_LISTEN)]
+    #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     listen: SocketAddr,
 
     /// Directory of the key database (created with mode 0700, files 0600).
-    /// Only one kms-local may use a directory at a time.
-    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral", required_unless_present = "ephemeral")]
+    /// Only one kms-local may use a directory at a time. Required unless
+    /// --ephemeral is given.
+    #[arg(long, value_name = "DIR", group = "store")]
     data_dir: Option<PathBuf>,
 
     /// Keep keys in memory only; they are lost when the process exits.
-    #[arg(long)]
+    #[arg(long, group = "store")]
     ephemeral: bool,
 
     /// PEM certificate to trust as an attestation root, besides the AWS Nitro
@@ -59,6 +61,14 @@ struct Args {
     /// to the development values, principal_arn to the account root.
     #[arg(long, value_name = "FILE")]
     credentials: Option<PathBuf>,
+}
+
+/// Parses `--listen`: an IP address and a port, with no scheme or host name.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        let example = value.rsplit_once(':').map_or("4566", |(_, port)| port).trim_start_matches('/');
+        format!("`{value}` is not an IP address and port; write for example 127.0.0.1:{example}, with no scheme or host name")
+    })
 }
 
 fn main() -> ExitCode {
@@ -111,8 +121,14 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(address: SocketAddr, kms: Kms) -> anyhow::Result<()> {
-    let listener =
-        tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on --listen {address}"))?;
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| {
+        let hint = match error.kind() {
+            std::io::ErrorKind::AddrInUse => "; another process uses it, so stop that process or choose another port",
+            std::io::ErrorKind::AddrNotAvailable => "; no interface of this machine has that address",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot listen on --listen {address}: {error}{hint}")
+    })?;
     let bound = listener.local_addr().context("cannot read the bound address")?;
     let shutdown = shutdown_signal()?;
     if !bound.ip().is_loopback() {

@@ -121,6 +121,20 @@ fn invalid_arguments_exit_with_clear_messages() {
     let (code, stderr) = run_failing(&["--ephemeral", "--max-document-age", "0"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--max-document-age"), "{stderr}");
+
+    for listen in ["localhost:4566", "http://127.0.0.1:4566", "127.0.0.1"] {
+        let (code, stderr) = run_failing(&["--ephemeral", "--listen", listen]);
+        assert_eq!(code, 2, "{listen}");
+        assert!(stderr.contains(&format!("`{listen}` is not an IP address and port")), "{stderr}");
+        assert!(stderr.contains("write for example 127.0.0.1:"), "{stderr}");
+    }
+
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = occupied.local_addr().unwrap().to_string();
+    let (code, stderr) = run_failing(&["--ephemeral", "--listen", &address]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&format!("cannot listen on --listen {address}")), "{stderr}");
+    assert!(stderr.contains("choose another port"), "{stderr}");
 }
 
 #[tokio::test]

@@ -32,7 +32,10 @@ impl Binaries {
         for name in ["enclave-agent", "parent-proxy", "kms-local", "eif-tool"] {
             let path = binaries.path(name);
             if !path.is_file() {
-                bail!("{} not found; build it with `cargo build --release --bins`", path.display());
+                bail!(
+                    "{} not found; build it with `cargo build --release --bins`, or pass the folder of the binaries with --bin-dir",
+                    path.display()
+                );
             }
         }
         Ok(binaries)
@@ -70,14 +73,23 @@ impl Binaries {
 
     /// A command for binary `name` with an environment that cannot reach
     /// real AWS: development credentials, no instance metadata, no profiles.
+    /// Without a log directory the binary logs to this process's stderr,
+    /// warnings and errors only unless `RUST_LOG` is set, so that passing
+    /// tests stay quiet.
     pub fn command(&self, name: &str, scratch: &Path) -> Command {
         let mut command = Command::new(self.path(name));
         isolate_aws_environment(&mut command, scratch);
-        if let Some(dir) = &self.log_dir {
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")));
-            if let Ok(log) = log {
-                command.stderr(Stdio::from(log));
+        match &self.log_dir {
+            Some(dir) => {
+                let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")));
+                if let Ok(log) = log {
+                    command.stderr(Stdio::from(log));
+                }
             }
+            None if std::env::var_os("RUST_LOG").is_none() => {
+                command.env("RUST_LOG", "warn");
+            }
+            None => {}
         }
         command
     }
@@ -156,9 +168,13 @@ impl Service {
                 service.address = address;
                 Ok(service)
             }
-            Err(_) => {
-                let status = service.child.try_wait().ok().flatten();
-                bail!("{name} did not print `{ready_prefix}…` within {START_TIMEOUT:?} (exit status: {status:?})")
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Stdout closed without the ready line: the process exited or is exiting.
+                let status = service.child.wait().map_or_else(|error| error.to_string(), |status| status.to_string());
+                bail!("{name} exited ({status}) before it printed `{ready_prefix}…`; its log says why")
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("{name} did not print `{ready_prefix}…` within {} s", START_TIMEOUT.as_secs())
             }
         }
     }

@@ -59,7 +59,7 @@ impl NsmArgs {
                     let message = "applies only to the mock NSM; add --nsm mock, or drop the flag".to_owned();
                     return Err(InputError::Invalid { flag, message }.into());
                 }
-                let device = DeviceNsm::open().context("outside an enclave, use --nsm mock --mock-dir DIR")?;
+                let device = DeviceNsm::open()?;
                 Ok(Arc::new(device))
             }
             NsmKind::Mock => {

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::NsmArgs;
 use crate::client::{
-    DecryptParams, DeriveSharedSecretParams, GenerateDataKeyPairParams, GenerateDataKeyParams, KeyReuse,
+    ClientError, DecryptParams, DeriveSharedSecretParams, GenerateDataKeyPairParams, GenerateDataKeyParams, KeyReuse,
     RecipientClient,
 };
 use crate::input::{InputError, parse_encryption_context, read_binary_blob, read_blob_argument};
@@ -39,8 +39,8 @@ pub struct ConnectionArgs {
 /// Output format and destination of the result.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OutputArgs {
-    /// json: the KMS response fields, blobs in base64; text: the secret in
-    /// base64 on one line; raw: the secret's bytes.
+    /// json: the KMS response fields, blobs in base64; text: the result (the
+    /// plaintext, secret or random bytes) in base64 on one line; raw: its bytes.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Write the output to this file (created with mode 0600) instead of stdout.
@@ -231,7 +231,8 @@ pub async fn derive_shared_secret(args: &DeriveSharedSecretArgs) -> anyhow::Resu
         grant_tokens: args.grant_tokens.clone(),
         dry_run: args.dry_run,
     };
-    let derived = client.derive_shared_secret(params).await.context("DeriveSharedSecret failed")?;
+    let derived =
+        client.derive_shared_secret(params).await.map_err(|error| request_error("DeriveSharedSecret", error))?;
 
     let (field, secret) = match args.kdf {
         None => ("SharedSecret", Zeroizing::new(derived.shared_secret.to_vec())),
@@ -314,7 +315,7 @@ pub async fn decrypt(args: &DecryptArgs) -> anyhow::Result<()> {
         grant_tokens: args.grant_tokens.clone(),
         dry_run: args.dry_run,
     };
-    let decrypted = client.decrypt(params).await.context("Decrypt failed")?;
+    let decrypted = client.decrypt(params).await.map_err(|error| request_error("Decrypt", error))?;
 
     let fields = json!({ "KeyId": decrypted.key_id, "EncryptionAlgorithm": decrypted.encryption_algorithm });
     emit(&args.output, "Plaintext", &decrypted.plaintext, fields)
@@ -333,7 +334,7 @@ pub async fn generate_data_key(args: &GenerateDataKeyArgs) -> anyhow::Result<()>
         grant_tokens: args.grant_tokens.clone(),
         dry_run: args.dry_run,
     };
-    let generated = client.generate_data_key(params).await.context("GenerateDataKey failed")?;
+    let generated = client.generate_data_key(params).await.map_err(|error| request_error("GenerateDataKey", error))?;
 
     let fields = json!({ "KeyId": generated.key_id, "CiphertextBlob": STANDARD.encode(&generated.ciphertext_blob) });
     emit(&args.output, "Plaintext", &generated.plaintext, fields)
@@ -351,7 +352,8 @@ pub async fn generate_data_key_pair(args: &GenerateDataKeyPairArgs) -> anyhow::R
         grant_tokens: args.grant_tokens.clone(),
         dry_run: args.dry_run,
     };
-    let pair = client.generate_data_key_pair(params).await.context("GenerateDataKeyPair failed")?;
+    let pair =
+        client.generate_data_key_pair(params).await.map_err(|error| request_error("GenerateDataKeyPair", error))?;
 
     let fields = json!({
         "KeyId": pair.key_id,
@@ -365,8 +367,18 @@ pub async fn generate_data_key_pair(args: &GenerateDataKeyPairArgs) -> anyhow::R
 /// Runs `generate-random`.
 pub async fn generate_random(args: &GenerateRandomArgs) -> anyhow::Result<()> {
     let client = client(&args.nsm, &args.connection)?;
-    let random = client.generate_random(args.number_of_bytes).await.context("GenerateRandom failed")?;
+    let random =
+        client.generate_random(args.number_of_bytes).await.map_err(|error| request_error("GenerateRandom", error))?;
     emit(&args.output, "Plaintext", &random, json!({}))
+}
+
+/// Adds the operation's name to a failed request's error, except for errors
+/// in the arguments, which name the argument themselves.
+fn request_error(operation: &str, error: ClientError) -> anyhow::Error {
+    match error {
+        ClientError::InvalidInput { .. } | ClientError::PublicKey(_) => error.into(),
+        _ => anyhow::Error::new(error).context(format!("{operation} failed")),
+    }
 }
 
 /// Writes the result: the secret (in base64 for json and text), with the

@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use recipient_common::attestation::{TimeMode, VerifiedDocument, Verifier, VerifyOptions};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::input::InputError;
 
 /// The largest document file read: KMS accepts attestation documents of up to 256 KiB.
 const MAX_DOCUMENT_FILE: u64 = 256 * 1024 * 4 / 3 + 4096;
@@ -74,18 +76,22 @@ pub struct VerifyAttestationArgs {
 }
 
 /// Reads the document at `path`, decoding base64 text; binary CBOR is kept as is.
-pub fn read_document(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub fn read_document(path: &Path) -> Result<Vec<u8>, InputError> {
+    let flag = "document";
     let mut bytes = Vec::new();
+    let read_error = |error| InputError::Read { flag, path: path.display().to_string(), error };
     if path == Path::new("-") {
-        std::io::stdin().take(MAX_DOCUMENT_FILE + 1).read_to_end(&mut bytes).context("cannot read standard input")?;
+        std::io::stdin().take(MAX_DOCUMENT_FILE + 1).read_to_end(&mut bytes).map_err(read_error)?;
     } else {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        file.take(MAX_DOCUMENT_FILE + 1)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        file.take(MAX_DOCUMENT_FILE + 1).read_to_end(&mut bytes).map_err(read_error)?;
     }
     if bytes.len() as u64 > MAX_DOCUMENT_FILE {
-        bail!("{} is larger than {MAX_DOCUMENT_FILE} bytes; attestation documents are at most 256 KiB", path.display());
+        let message = format!(
+            "{} is larger than {MAX_DOCUMENT_FILE} bytes; attestation documents are at most 256 KiB",
+            path.display()
+        );
+        return Err(InputError::Invalid { flag, message });
     }
     Ok(decode_document(bytes))
 }
@@ -109,11 +115,19 @@ pub fn decode_document(bytes: Vec<u8>) -> Vec<u8> {
 fn verifier(args: &VerifyAttestationArgs) -> anyhow::Result<Verifier> {
     let mut verifier = if args.no_aws_root { Verifier::new() } else { Verifier::with_aws_root() };
     for path in &args.roots {
-        let pem = std::fs::read(path).with_context(|| format!("cannot read --root {}", path.display()))?;
-        verifier.add_root_pem(&pem).with_context(|| format!("--root {} is not a usable root", path.display()))?;
+        let pem = std::fs::read(path).map_err(|error| InputError::Read {
+            flag: "--root",
+            path: path.display().to_string(),
+            error,
+        })?;
+        verifier.add_root_pem(&pem).map_err(|error| InputError::Invalid {
+            flag: "--root",
+            message: format!("{} is not a usable root certificate: {error}", path.display()),
+        })?;
     }
     if args.no_aws_root && args.roots.is_empty() {
-        bail!("--no-aws-root leaves no trusted root; add one with --root PEM");
+        let message = "leaves no trusted root; add one with --root PEM".to_owned();
+        return Err(InputError::Invalid { flag: "--no-aws-root", message }.into());
     }
     Ok(verifier)
 }

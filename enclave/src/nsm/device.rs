@@ -37,13 +37,13 @@ impl DeviceNsm {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|source| NsmError::DeviceOpen { path: path.to_owned(), source })?;
+            .map_err(|error| NsmError::DeviceOpen { path: path.to_owned(), error })?;
 
         let fd = nsm_init();
         if fd < 0 {
             return Err(NsmError::DeviceOpen {
                 path: path.to_owned(),
-                source: std::io::Error::other("nsm_init returned an invalid descriptor"),
+                error: std::io::Error::other("nsm_init returned an invalid descriptor"),
             });
         }
         tracing::info!(path = DEVICE_PATH, "opened the NSM device");

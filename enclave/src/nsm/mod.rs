@@ -86,8 +86,13 @@ pub enum NsmError {
     #[error("invalid NSM request argument `{argument}`: {reason}")]
     InvalidArgument { argument: &'static str, reason: String },
     /// The NSM device could not be opened.
-    #[error("failed to open the NSM device {}: {source}; `--nsm device` works only inside a Nitro Enclave", path.display())]
-    DeviceOpen { path: PathBuf, source: io::Error },
+    // The I/O error is in the message and not a `source`, so the printed
+    // chain does not repeat it.
+    #[error(
+        "failed to open the NSM device {}: {error}; it exists only inside a Nitro Enclave, so elsewhere use --nsm mock --mock-dir DIR",
+        path.display()
+    )]
+    DeviceOpen { path: PathBuf, error: io::Error },
     /// Reading or writing a file of the CA store failed.
     #[error("mock CA store file {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
@@ -101,7 +106,10 @@ pub enum NsmError {
     #[error("mock CA store path {} is a symbolic link; the store accepts only regular files in a real directory", path.display())]
     SymbolicLink { path: PathBuf },
     /// `init_ca` was called on a directory that already holds a store.
-    #[error("mock CA store {} is already initialised (root.pem exists); it was left unchanged", dir.display())]
+    #[error(
+        "mock CA store {} is already initialised (root.pem exists) and was left unchanged; pass --keep-existing to use it, or choose another --dir",
+        dir.display()
+    )]
     AlreadyInitialised { dir: PathBuf },
     /// The directory holds no store.
     #[error("mock CA store {dir} is not initialised; run `enclave-agent mock-ca init --dir {dir}`", dir = dir.display())]

@@ -62,6 +62,9 @@ async fn simulate(args: Args) -> anyhow::Result<bool> {
 fn print_logs(dir: &std::path::Path) {
     for name in ["kms-local", "parent-proxy", "enclave-agent"] {
         let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.log"))) else { continue };
+        if text.trim().is_empty() {
+            continue;
+        }
         let lines: Vec<&str> = text.lines().collect();
         println!("--- last lines of the {name} log ---");
         for line in lines.iter().skip(lines.len().saturating_sub(20)) {
