@@ -62,6 +62,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Set on shutdown: connections stop reading new requests.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Log labels of recent documents, because an enclave that reuses its key
+    /// sends the same document with many requests.
+    document_labels: DocumentLabels,
 }
 
 /// Serves `listener` until `shutdown` completes, then waits up to the grace
@@ -81,6 +84,7 @@ pub async fn serve(
         forwarder,
         connection_ids: AtomicU64::new(0),
         stopping: tokio::sync::watch::Sender::new(false),
+        document_labels: DocumentLabels::default(),
     });
     let address = listener.local_address();
     info!(%address, "parent-proxy accepting connections");
@@ -221,7 +225,13 @@ async fn handle_request(shared: &Shared, connection: u64, request: Request) -> R
     let id = request.id;
     let operation_name = request.operation.name();
     let key_id = request.operation.key_id().unwrap_or("-").to_owned();
-    let document_digest = request.operation.recipient().map(|r| document_digest(&r.attestation_document));
+    let document_label = match request.operation.recipient() {
+        Some(recipient) if tracing::enabled!(tracing::Level::INFO) => {
+            Some(shared.document_labels.label(&recipient.attestation_document))
+        }
+        Some(_) => Some("not computed".to_owned()),
+        None => None,
+    };
 
     let result = match check_rules(&shared.config, &request.operation) {
         Err(refusal) => Err(ForwardError { error: refusal, kms_request_id: None }),
@@ -241,7 +251,7 @@ async fn handle_request(shared: &Shared, connection: u64, request: Request) -> R
 
     let latency = started.elapsed();
     let latency_ms = latency.as_secs_f64() * 1000.0;
-    let document = document_digest.as_deref().unwrap_or("none");
+    let document = document_label.as_deref().unwrap_or("none");
     let outcome = match &result {
         Ok(_) => "ok",
         Err(failure) => outcome_name(&failure.error),
@@ -322,17 +332,80 @@ fn outcome_name(error: &ErrorFrame) -> &'static str {
     }
 }
 
-/// Identifies a document in logs without carrying it: the first 16 hex
-/// digits of its SHA-256 and of its PCR0. The parent does not verify the
-/// document (KMS does), so an unparsable one is logged as such.
-fn document_digest(document: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, document);
-    let sha256 = hex::encode(digest.as_ref().get(..8).unwrap_or_default());
-    let pcr0 = match recipient_common::attestation::parse(document) {
-        Ok(parsed) => {
-            parsed.pcrs.get(&0).map_or_else(|| "none".to_owned(), |pcr0| hex::encode(pcr0.get(..8).unwrap_or_default()))
+/// Maximum number of document labels kept; the cache is emptied when it is full.
+const MAX_DOCUMENT_LABELS: usize = 256;
+
+/// Labels that identify a document in logs without carrying it: the first 16
+/// hex digits of its SHA-256 and of its PCR0. The parent does not verify the
+/// document (KMS does), so an unparsable one is labelled as such. Parsing
+/// costs more than the digest, so labels are kept by the full digest.
+#[derive(Default)]
+struct DocumentLabels {
+    recent: std::sync::Mutex<std::collections::HashMap<[u8; 32], String>>,
+}
+
+impl DocumentLabels {
+    /// Returns the label of `document`, parsing it only if it was not seen recently.
+    fn label(&self, document: &[u8]) -> String {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, document);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        if let Some(label) = self.recent().get(&key) {
+            return label.clone();
         }
-        Err(_) => "unparsable".to_owned(),
-    };
-    format!("sha256:{sha256} pcr0:{pcr0}")
+
+        let sha256 = hex::encode(key.get(..8).unwrap_or_default());
+        let pcr0 = match recipient_common::attestation::parse(document) {
+            Ok(parsed) => parsed
+                .pcrs
+                .get(&0)
+                .map_or_else(|| "none".to_owned(), |pcr0| hex::encode(pcr0.get(..8).unwrap_or_default())),
+            Err(_) => "unparsable".to_owned(),
+        };
+        let label = format!("sha256:{sha256} pcr0:{pcr0}");
+        let mut recent = self.recent();
+        if recent.len() >= MAX_DOCUMENT_LABELS {
+            recent.clear();
+        }
+        recent.insert(key, label.clone());
+        label
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], String>> {
+        // A panic while the lock is held cannot leave the map inconsistent, so a poisoned lock is usable.
+        self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors").join(name);
+        std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+    }
+
+    #[test]
+    fn document_label_names_digest_and_pcr0() {
+        let labels = DocumentLabels::default();
+        // A debug-mode document: its PCR0 is all zero.
+        let document = vector("attestation-2022-10-12-debug.cbor");
+        assert_eq!(labels.label(&document), "sha256:46591b92f9abefaa pcr0:0000000000000000");
+        assert_eq!(labels.label(&document), "sha256:46591b92f9abefaa pcr0:0000000000000000");
+        assert_eq!(labels.recent().len(), 1);
+
+        let label = labels.label(b"not a document");
+        assert!(label.ends_with(" pcr0:unparsable"), "{label}");
+        assert_eq!(labels.recent().len(), 2);
+    }
+
+    #[test]
+    fn document_labels_stay_bounded() {
+        let labels = DocumentLabels::default();
+        for index in 0..MAX_DOCUMENT_LABELS + 10 {
+            labels.label(&index.to_be_bytes());
+        }
+        assert_eq!(labels.recent().len(), 10);
+    }
 }

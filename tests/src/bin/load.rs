@@ -303,9 +303,11 @@ async fn expect_no_connections(service: &str, port: u16) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let binaries = Binaries::in_dir(&args.bin_dir)?;
     let scratch = tempfile::Builder::new().prefix("nitro-recipient-load-").tempdir()?;
     let dir = scratch.path();
+    // The services log at their default level, as in production, to files
+    // in the scratch directory.
+    let binaries = Binaries::in_dir(&args.bin_dir)?.log_to(dir);
     let mock_ca = dir.join("mock-ca");
     init_mock_ca(&binaries, dir, &mock_ca)?;
     let kms = start_kms_local(&binaries, dir, &dir.join("kms-data"), &[&mock_ca.join("root.pem")])?;
