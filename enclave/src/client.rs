@@ -149,6 +149,10 @@ pub struct GeneratedDataKeyPair {
 }
 
 /// When an attested key pair may serve more than one request.
+///
+/// Once a key pair has served three quarters of its uses or of its age, the
+/// client makes the next one in the background, so that requests do not wait
+/// for RSA key generation when the current one runs out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyReuse {
     /// Age after which a new key pair and document are made. Keep it below
@@ -165,6 +169,18 @@ struct AttestedKey {
     uses: AtomicU32,
 }
 
+/// Makes an RSA key pair and an attestation document carrying its public key.
+async fn make_attested_key(nsm: Arc<dyn Nsm>, size: RsaKeySize) -> Result<AttestedKey, ClientError> {
+    let key = tokio::task::spawn_blocking(move || EphemeralKey::generate(size))
+        .await
+        .map_err(|e| ClientError::FailClosed(format!("key generation task failed: {e}")))??;
+    let public_key = key.public_key_der().to_vec();
+    let document = tokio::task::spawn_blocking(move || nsm::attest(nsm.as_ref(), Some(public_key), None, None))
+        .await
+        .map_err(|e| ClientError::FailClosed(format!("attestation task failed: {e}")))??;
+    Ok(AttestedKey { key, recipient: Recipient::new(document), created: Instant::now(), uses: AtomicU32::new(0) })
+}
+
 /// The enclave-side client of the Recipient operations.
 pub struct RecipientClient {
     nsm: Arc<dyn Nsm>,
@@ -172,6 +188,17 @@ pub struct RecipientClient {
     key_size: RsaKeySize,
     reuse: Option<KeyReuse>,
     cached: tokio::sync::Mutex<Option<Arc<AttestedKey>>>,
+    /// The next key pair, being made in the background while the cached one
+    /// still serves.
+    spare: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<AttestedKey, ClientError>>>>,
+}
+
+impl Drop for RecipientClient {
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare_slot().take() {
+            spare.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for RecipientClient {
@@ -186,7 +213,14 @@ impl RecipientClient {
     /// Each request gets a fresh key pair and document unless
     /// [`RecipientClient::with_key_reuse`] allows reuse.
     pub fn new(nsm: Arc<dyn Nsm>, parent: ParentClient, key_size: RsaKeySize) -> Self {
-        Self { nsm, parent, key_size, reuse: None, cached: tokio::sync::Mutex::new(None) }
+        Self {
+            nsm,
+            parent,
+            key_size,
+            reuse: None,
+            cached: tokio::sync::Mutex::new(None),
+            spare: std::sync::Mutex::new(None),
+        }
     }
 
     /// Lets one key pair and its document serve several requests, within
@@ -197,36 +231,59 @@ impl RecipientClient {
     }
 
     /// Returns a key pair with an attestation document carrying its public
-    /// key: the cached one while reuse allows, otherwise a new one.
+    /// key: the cached one while reuse allows, otherwise the spare made in
+    /// the background or, if there is none, a new one.
     async fn attested_key(&self) -> Result<Arc<AttestedKey>, ClientError> {
         let Some(reuse) = self.reuse else {
-            return self.new_attested_key().await.map(Arc::new);
+            return make_attested_key(Arc::clone(&self.nsm), self.key_size).await.map(Arc::new);
         };
 
         let mut cached = self.cached.lock().await;
         if let Some(current) = cached.as_ref() {
-            let fresh_enough = current.created.elapsed() < reuse.max_age;
-            if fresh_enough && current.uses.fetch_add(1, Ordering::Relaxed) < reuse.max_uses {
+            let age = current.created.elapsed();
+            let used = current.uses.fetch_add(1, Ordering::Relaxed);
+            if age < reuse.max_age && used < reuse.max_uses {
+                let uses_threshold = reuse.max_uses - reuse.max_uses / 4;
+                if used + 1 >= uses_threshold || age >= reuse.max_age.mul_f64(0.75) {
+                    self.prepare_spare();
+                }
                 return Ok(Arc::clone(current));
             }
         }
-        let fresh = Arc::new(self.new_attested_key().await?);
+        let fresh = Arc::new(self.take_spare(reuse).await?);
         fresh.uses.store(1, Ordering::Relaxed);
         *cached = Some(Arc::clone(&fresh));
         Ok(fresh)
     }
 
-    async fn new_attested_key(&self) -> Result<AttestedKey, ClientError> {
-        let size = self.key_size;
-        let key = tokio::task::spawn_blocking(move || EphemeralKey::generate(size))
-            .await
-            .map_err(|e| ClientError::FailClosed(format!("key generation task failed: {e}")))??;
-        let nsm = Arc::clone(&self.nsm);
-        let public_key = key.public_key_der().to_vec();
-        let document = tokio::task::spawn_blocking(move || nsm::attest(nsm.as_ref(), Some(public_key), None, None))
-            .await
-            .map_err(|e| ClientError::FailClosed(format!("attestation task failed: {e}")))??;
-        Ok(AttestedKey { key, recipient: Recipient::new(document), created: Instant::now(), uses: AtomicU32::new(0) })
+    fn spare_slot(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<tokio::task::JoinHandle<Result<AttestedKey, ClientError>>>> {
+        // The slot is only ever replaced whole, so a poisoned lock still contains a consistent value.
+        self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts making the next key pair, unless one is already on its way.
+    fn prepare_spare(&self) {
+        let mut slot = self.spare_slot();
+        if slot.is_none() {
+            *slot = Some(tokio::spawn(make_attested_key(Arc::clone(&self.nsm), self.key_size)));
+        }
+    }
+
+    /// Returns the spare key pair if it was made and is still young enough,
+    /// otherwise a new one.
+    async fn take_spare(&self, reuse: KeyReuse) -> Result<AttestedKey, ClientError> {
+        let spare = self.spare_slot().take();
+        if let Some(spare) = spare {
+            match spare.await {
+                Ok(Ok(key)) if key.created.elapsed() < reuse.max_age => return Ok(key),
+                Ok(Ok(_)) => tracing::debug!("the spare key pair is too old; making a new one"),
+                Ok(Err(error)) => tracing::warn!(%error, "making the spare key pair failed; trying again"),
+                Err(error) => tracing::warn!(%error, "the spare key pair task failed; trying again"),
+            }
+        }
+        make_attested_key(Arc::clone(&self.nsm), self.key_size).await
     }
 
     /// Derives the ECDH shared secret between the KMS key and a peer public

@@ -100,6 +100,35 @@ async fn key_reuse_is_bounded_by_uses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_key_pair_is_made_ahead() {
+    let setup = setup().await;
+    let parent = start_parent_proxy(&setup.binaries, setup.scratch.path(), &setup.kms.address, &[]).unwrap();
+    let reusing = client(&setup, &parent.address, Some(KeyReuse { max_age: Duration::from_secs(60), max_uses: 4 }));
+    let derive = || async {
+        let derived = reusing.derive_shared_secret(params(&setup)).await.unwrap();
+        assert_eq!(derived.shared_secret.as_slice(), setup.expected_secret.as_slice());
+    };
+
+    derive().await;
+    derive().await;
+    assert_eq!(setup.nsm.attestations.load(Ordering::SeqCst), 1);
+
+    // The third use reaches three quarters of four: the next key pair is made
+    // in the background, with no further request.
+    derive().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while setup.nsm.attestations.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(setup.nsm.attestations.load(Ordering::SeqCst), 2);
+
+    // The fourth request uses the first key pair, the fifth the one made ahead.
+    derive().await;
+    derive().await;
+    assert_eq!(setup.nsm.attestations.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_reuse_is_bounded_by_age() {
     let setup = setup().await;
     let parent = start_parent_proxy(&setup.binaries, setup.scratch.path(), &setup.kms.address, &[]).unwrap();
