@@ -66,12 +66,12 @@ impl Binaries {
         self
     }
 
-    /// The path of binary `name`.
+    /// Returns the path of binary `name`.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
-    /// A command for binary `name` with an environment that cannot reach
+    /// Returns a command for binary `name` with an environment that cannot reach
     /// real AWS: development credentials, no instance metadata, no profiles.
     /// Without a log directory the binary logs to this process's stderr,
     /// warnings and errors only unless `RUST_LOG` is set, so that passing
@@ -179,7 +179,7 @@ impl Service {
         }
     }
 
-    /// The process id.
+    /// Returns the process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -105,13 +105,13 @@ pub enum NsmError {
     /// A CA store path is a symbolic link.
     #[error("mock CA store path {} is a symbolic link; the store accepts only regular files in a real directory", path.display())]
     SymbolicLink { path: PathBuf },
-    /// `init_ca` was called on a directory that already holds a store.
+    /// `init_ca` was called on a directory that already contains a store.
     #[error(
         "mock CA store {} is already initialised (root.pem exists) and was left unchanged; pass --keep-existing to use it, or choose another --dir",
         dir.display()
     )]
     AlreadyInitialised { dir: PathBuf },
-    /// The directory holds no store.
+    /// The directory contains no store.
     #[error("mock CA store {dir} is not initialised; run `enclave-agent mock-ca init --dir {dir}`", dir = dir.display())]
     NotInitialised { dir: PathBuf },
     /// A store file exists but its content is invalid.
