@@ -47,9 +47,12 @@ fn connect_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
-fn bind_hint(error: &std::io::Error) -> &'static str {
+/// Returns what to do about a failed bind, as text to append to the error
+/// ("; …"), or nothing when there is no usual fix.
+pub fn bind_hint(error: &std::io::Error) -> &'static str {
     match error.kind() {
         std::io::ErrorKind::AddrInUse => "; another process uses it, so stop that process or choose another port",
+        std::io::ErrorKind::AddrNotAvailable => "; no interface of this machine has that address",
         _ => "",
     }
 }

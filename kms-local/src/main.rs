@@ -122,11 +122,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(address: SocketAddr, kms: Kms) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| {
-        let hint = match error.kind() {
-            std::io::ErrorKind::AddrInUse => "; another process uses it, so stop that process or choose another port",
-            std::io::ErrorKind::AddrNotAvailable => "; no interface of this machine has that address",
-            _ => "",
-        };
+        let hint = recipient_common::transport::bind_hint(&error);
         anyhow::anyhow!("cannot listen on --listen {address}: {error}{hint}")
     })?;
     let bound = listener.local_addr().context("cannot read the bound address")?;

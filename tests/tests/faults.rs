@@ -112,14 +112,22 @@ async fn kms_restart_during_load_fails_cleanly_then_recovers() {
     drop(kms);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn document_past_max_age_is_rejected() {
+/// A mock CA, kms-local (with `kms_args`), parent-proxy, a P-256
+/// key-agreement key and the parameters of a DeriveSharedSecret on it.
+struct ClockFlow {
+    scratch: tempfile::TempDir,
+    _kms: Service,
+    parent: Service,
+    params: DeriveSharedSecretParams,
+}
+
+async fn start_clock_flow(kms_args: &[&str]) -> ClockFlow {
     let binaries = Binaries::build_debug().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path();
     init_mock_ca(&binaries, dir, &dir.join("mock-ca")).unwrap();
     let port = free_port();
-    let _kms = start_kms_on(&binaries, dir, port, &["--max-document-age", "2"]);
+    let kms = start_kms_on(&binaries, dir, port, kms_args);
     let endpoint = format!("http://127.0.0.1:{port}");
     let parent = start_parent_proxy(&binaries, dir, &endpoint, &[]).unwrap();
     let (key_id, _) = create_agreement_key(&kms_client(&endpoint), "ECC_NIST_P256").await.unwrap();
@@ -130,6 +138,13 @@ async fn document_past_max_age_is_rejected() {
         grant_tokens: Vec::new(),
         dry_run: false,
     };
+    ClockFlow { scratch, _kms: kms, parent, params }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_past_max_age_is_rejected() {
+    let flow = start_clock_flow(&["--max-document-age", "2"]).await;
+    let (dir, parent, params) = (flow.scratch.path(), &flow.parent, flow.params.clone());
 
     // Reuse allowed for longer than kms-local's maximum age, so the second
     // request carries a document that has become too old.
@@ -151,22 +166,8 @@ async fn document_past_max_age_is_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skewed_document_timestamps_are_rejected() {
-    let binaries = Binaries::build_debug().unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path();
-    init_mock_ca(&binaries, dir, &dir.join("mock-ca")).unwrap();
-    let port = free_port();
-    let _kms = start_kms_on(&binaries, dir, port, &[]);
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let parent = start_parent_proxy(&binaries, dir, &endpoint, &[]).unwrap();
-    let (key_id, _) = create_agreement_key(&kms_client(&endpoint), "ECC_NIST_P256").await.unwrap();
-    let peer = openssl_peer_key(dir, "P-256").unwrap();
-    let params = DeriveSharedSecretParams {
-        key_id,
-        public_key: std::fs::read(&peer.public_der).unwrap(),
-        grant_tokens: Vec::new(),
-        dry_run: false,
-    };
+    let flow = start_clock_flow(&[]).await;
+    let (dir, parent, params) = (flow.scratch.path(), &flow.parent, flow.params.clone());
 
     // kms-local allows 60 s of skew ahead and a maximum age of 5 minutes by default.
     let cases = [
