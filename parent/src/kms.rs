@@ -304,7 +304,7 @@ where
     ForwardError { error: frame, kms_request_id }
 }
 
-/// Longest cause text kept in an error message.
+/// Maximum length, in characters, of each cause kept in an error message.
 const MAX_CAUSE_LEN: usize = 300;
 
 /// Joins an error and its sources into one line for the enclave and the log.

@@ -256,7 +256,8 @@ async fn retry_after_500_succeeds_and_is_logged() {
     assert_ok(&response);
     assert_eq!(kms.requests.load(Ordering::SeqCst), 2);
     let log = read_log(scratch.path());
-    assert!(log.contains("retrying KMS call") && log.contains("attempt=2"), "{log}");
+    assert!(log.contains("retrying KMS call"), "{log}");
+    assert!(log.contains("attempt=2"), "{log}");
 }
 
 #[tokio::test]
@@ -505,7 +506,8 @@ async fn metrics_and_health_are_served() {
     assert_eq!(entry["fields"]["kms_request_id"], "test-0");
     // The test document is not a parsable attestation document.
     let document = entry["fields"]["document"].as_str().unwrap();
-    assert!(document.starts_with("sha256:") && document.ends_with(" pcr0:unparsable"), "{document}");
+    assert!(document.starts_with("sha256:"), "{document}");
+    assert!(document.ends_with(" pcr0:unparsable"), "{document}");
     assert_eq!(document.len(), "sha256: pcr0:unparsable".len() + 16, "{document}");
 }
 

@@ -6,7 +6,7 @@
 //! Before the load, it measures the cryptographic floor of one request on
 //! this machine, single-threaded, and reports the enclave mode against it.
 //!
-//! Modes, so that each hop's cost can be told apart in one run:
+//! Modes, so that each hop's cost can be measured separately in one run:
 //! - `enclave`: the enclave-agent library (attest, send through the parent,
 //!   open the envelope), the whole flow;
 //! - `proxy`: protocol frames through parent-proxy with a prepared document,
