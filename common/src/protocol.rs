@@ -348,15 +348,37 @@ impl Response {
 
 /// Encodes `message` as one frame: length prefix, then CBOR body.
 pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
-    let mut frame = vec![0u8; 4];
-    ciborium::into_writer(message, &mut frame).map_err(|e| FrameError::Malformed(e.to_string()))?;
-
-    let body_len = u32::try_from(frame.len() - 4)
-        .map_err(|_| FrameError::TooLarge { declared: (frame.len() - 4) as u64, max: u32::MAX })?;
-    if let Some(prefix) = frame.get_mut(..4) {
-        prefix.copy_from_slice(&body_len.to_be_bytes());
-    }
+    let mut frame = Vec::new();
+    append_frame(&mut frame, message, u32::MAX)?;
     Ok(frame)
+}
+
+/// Appends `message` as one frame to `buffer`, so that several frames can
+/// leave in one write. A body over `max_len` bytes is an error and leaves
+/// `buffer` as it was.
+pub fn append_frame<T: Serialize>(buffer: &mut Vec<u8>, message: &T, max_len: u32) -> Result<(), FrameError> {
+    let start = buffer.len();
+    buffer.extend_from_slice(&[0; 4]);
+    let body_len =
+        ciborium::into_writer(message, &mut *buffer).map_err(|e| FrameError::Malformed(e.to_string())).and_then(|()| {
+            let declared = (buffer.len() - start - 4) as u64;
+            u32::try_from(declared)
+                .ok()
+                .filter(|len| *len <= max_len)
+                .ok_or(FrameError::TooLarge { declared, max: max_len })
+        });
+    match body_len {
+        Ok(body_len) => {
+            if let Some(prefix) = buffer.get_mut(start..start + 4) {
+                prefix.copy_from_slice(&body_len.to_be_bytes());
+            }
+            Ok(())
+        }
+        Err(error) => {
+            buffer.truncate(start);
+            Err(error)
+        }
+    }
 }
 
 /// Writes `message` as one frame and flushes.
@@ -365,11 +387,8 @@ where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
-    let frame = encode_frame(message)?;
-    let declared = (frame.len() - 4) as u64;
-    if declared > u64::from(max_len) {
-        return Err(FrameError::TooLarge { declared, max: max_len });
-    }
+    let mut frame = Vec::new();
+    append_frame(&mut frame, message, max_len)?;
     writer.write_all(&frame).await?;
     writer.flush().await?;
     Ok(())
@@ -412,9 +431,35 @@ where
     Ok(body)
 }
 
+/// A message that carries the protocol version: [`Request`] or [`Response`].
+pub trait Message: DeserializeOwned {
+    /// The protocol version the message was written in.
+    fn version(&self) -> u16;
+}
+
+impl Message for Request {
+    fn version(&self) -> u16 {
+        self.version
+    }
+}
+
+impl Message for Response {
+    fn version(&self) -> u16 {
+        self.version
+    }
+}
+
 /// Decodes a frame body: CBOR first, then the protocol version, then the
 /// message type, so each failure has its own error.
-pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+pub fn decode_body<T: Message>(body: &[u8]) -> Result<T, FrameError> {
+    // A well-formed body of this version decodes in one pass; anything else
+    // is decoded again step by step to name what is wrong.
+    if let Ok(message) = ciborium::from_reader::<T, _>(body)
+        && message.version() == PROTOCOL_VERSION
+    {
+        return Ok(message);
+    }
+
     let value: ciborium::Value = ciborium::from_reader(body).map_err(|e| FrameError::NotCbor(e.to_string()))?;
 
     let version = value
@@ -445,10 +490,95 @@ pub fn peek_request_id(body: &[u8]) -> Option<u64> {
 pub async fn read_frame<R, T>(reader: &mut R, max_len: u32) -> Result<T, FrameError>
 where
     R: AsyncRead + Unpin,
-    T: DeserializeOwned,
+    T: Message,
 {
     let body = read_frame_body(reader, max_len).await?;
     decode_body(&body)
+}
+
+/// Bytes a [`FrameReader`] requests from the stream beyond the frame it is reading.
+const READ_AHEAD: usize = 16 * 1024;
+
+/// Buffer capacity a [`FrameReader`] keeps between frames; a larger buffer,
+/// left by a long frame, is released once it is empty.
+const KEPT_CAPACITY: usize = 64 * 1024;
+
+/// Reader of frames from a stream with as few reads as the stream allows.
+/// One read takes every byte the stream has ready, up to 16 KiB past the
+/// current frame, so frames sent back to back cost one system call between
+/// them. The buffer is allocated on the first read, so an idle connection
+/// holds none.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buffer: Vec<u8>,
+    /// Start of the unread bytes in `buffer`.
+    start: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self { inner, buffer: Vec::new(), start: 0 }
+    }
+
+    /// Reads one frame body of at most `max_len` bytes. The length is
+    /// checked before the body is buffered. Cancelling the future loses
+    /// nothing: bytes already read stay for the next call.
+    pub async fn read_body(&mut self, max_len: u32) -> Result<&[u8], FrameError> {
+        if self.start == self.buffer.len() {
+            self.start = 0;
+            self.buffer.clear();
+            if self.buffer.capacity() > KEPT_CAPACITY {
+                self.buffer = Vec::new();
+            }
+        }
+        loop {
+            let unread = self.buffer.get(self.start..).unwrap_or_default();
+            let missing = match unread.first_chunk::<4>() {
+                None => 4 - unread.len(),
+                Some(prefix) => {
+                    let declared = u32::from_be_bytes(*prefix);
+                    if declared > max_len {
+                        return Err(FrameError::TooLarge { declared: u64::from(declared), max: max_len });
+                    }
+                    let frame_len = 4 + declared as usize;
+                    if unread.len() >= frame_len {
+                        let body = self.start + 4..self.start + frame_len;
+                        self.start += frame_len;
+                        return Ok(self.buffer.get(body).unwrap_or_default());
+                    }
+                    frame_len - unread.len()
+                }
+            };
+
+            if self.start > 0 {
+                self.buffer.drain(..self.start);
+                self.start = 0;
+            }
+            self.buffer.reserve(missing.max(READ_AHEAD.saturating_sub(self.buffer.len())));
+            if self.inner.read_buf(&mut self.buffer).await? == 0 {
+                return Err(self.ended());
+            }
+        }
+    }
+
+    /// Reads and decodes one frame.
+    pub async fn read<T: Message>(&mut self, max_len: u32) -> Result<T, FrameError> {
+        decode_body(self.read_body(max_len).await?)
+    }
+
+    /// Returns the error for a stream that ended with the unread bytes in the buffer.
+    fn ended(&self) -> FrameError {
+        let unread = self.buffer.get(self.start..).unwrap_or_default();
+        match unread.first_chunk::<4>() {
+            None if unread.is_empty() => FrameError::Closed,
+            None => FrameError::Truncated { expected: 4, received: unread.len() as u64 },
+            Some(prefix) => FrameError::Truncated {
+                expected: u64::from(u32::from_be_bytes(*prefix)),
+                received: (unread.len() - 4) as u64,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -505,10 +635,137 @@ mod tests {
         ]
     }
 
-    async fn round_trip<T: Serialize + DeserializeOwned>(message: &T) -> T {
+    async fn round_trip<T: Serialize + Message + PartialEq + fmt::Debug>(message: &T) -> T {
         let mut buffer = Vec::new();
         write_frame(&mut buffer, message, DEFAULT_MAX_FRAME_LEN).await.unwrap();
-        read_frame(&mut buffer.as_slice(), DEFAULT_MAX_FRAME_LEN).await.unwrap()
+        let read: T = read_frame(&mut buffer.as_slice(), DEFAULT_MAX_FRAME_LEN).await.unwrap();
+        let buffered: T = FrameReader::new(buffer.as_slice()).read(DEFAULT_MAX_FRAME_LEN).await.unwrap();
+        assert_eq!(read, buffered);
+        read
+    }
+
+    /// A reader that hands out at most `step` bytes per read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.step.min(self.data.len()).min(buf.remaining());
+            let (head, tail) = self.data.split_at(n);
+            buf.put_slice(head);
+            self.data = tail;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn three_frames() -> (Vec<Request>, Vec<u8>) {
+        let requests: Vec<Request> =
+            every_operation().into_iter().take(3).enumerate().map(|(id, op)| Request::new(id as u64 + 1, op)).collect();
+        let mut stream = Vec::new();
+        for request in &requests {
+            append_frame(&mut stream, request, DEFAULT_MAX_FRAME_LEN).unwrap();
+        }
+        (requests, stream)
+    }
+
+    #[tokio::test]
+    async fn frame_reader_reads_back_to_back_frames() {
+        let (requests, stream) = three_frames();
+        for step in [1, 3, 7, stream.len()] {
+            let mut reader = FrameReader::new(Trickle { data: &stream, step });
+            for request in &requests {
+                assert_eq!(&reader.read::<Request>(DEFAULT_MAX_FRAME_LEN).await.unwrap(), request, "step {step}");
+            }
+            let end = reader.read::<Request>(DEFAULT_MAX_FRAME_LEN).await.unwrap_err();
+            assert!(matches!(end, FrameError::Closed), "step {step}: {end:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn frame_reader_names_truncation_and_oversize() {
+        let (_, stream) = three_frames();
+        let first_len = 4 + u32::from_be_bytes(stream[..4].try_into().unwrap()) as usize;
+
+        // The stream ends three bytes into the second frame's body.
+        let mut reader = FrameReader::new(&stream[..first_len + 7]);
+        reader.read_body(DEFAULT_MAX_FRAME_LEN).await.unwrap();
+        let error = reader.read_body(DEFAULT_MAX_FRAME_LEN).await.unwrap_err();
+        let second_len = u64::from(u32::from_be_bytes(stream[first_len..first_len + 4].try_into().unwrap()));
+        assert!(
+            matches!(error, FrameError::Truncated { expected, received: 3 } if expected == second_len),
+            "{error:?}"
+        );
+
+        // The stream ends inside the second frame's length prefix.
+        let mut reader = FrameReader::new(&stream[..first_len + 2]);
+        reader.read_body(DEFAULT_MAX_FRAME_LEN).await.unwrap();
+        let error = reader.read_body(DEFAULT_MAX_FRAME_LEN).await.unwrap_err();
+        assert!(matches!(error, FrameError::Truncated { expected: 4, received: 2 }), "{error:?}");
+
+        // The second frame is over this side's limit: refused from its prefix.
+        let mut reader = FrameReader::new(stream.as_slice());
+        reader.read_body(DEFAULT_MAX_FRAME_LEN).await.unwrap();
+        let limit = u32::try_from(second_len - 1).unwrap();
+        let error = reader.read_body(limit).await.unwrap_err();
+        assert!(
+            matches!(error, FrameError::TooLarge { declared, max } if declared == second_len && max == limit),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn frame_reader_keeps_bytes_across_cancellation() {
+        let (requests, stream) = three_frames();
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(server);
+        client.write_all(&stream[..10]).await.unwrap();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(50), reader.read_body(DEFAULT_MAX_FRAME_LEN)).await;
+        assert!(waited.is_err(), "half a frame must not make a frame");
+        client.write_all(&stream[10..]).await.unwrap();
+        for request in &requests {
+            assert_eq!(&reader.read::<Request>(DEFAULT_MAX_FRAME_LEN).await.unwrap(), request);
+        }
+    }
+
+    #[tokio::test]
+    async fn frame_reader_releases_long_buffer() {
+        let long = Request::new(
+            5,
+            Operation::GenerateRandom(GenerateRandomRequest {
+                number_of_bytes: 1024,
+                custom_key_store_id: None,
+                recipient: Some(Recipient::new(vec![7; 200_000])),
+            }),
+        );
+        let short = Request::new(6, every_operation().remove(4));
+        let mut stream = Vec::new();
+        append_frame(&mut stream, &long, DEFAULT_MAX_FRAME_LEN).unwrap();
+        append_frame(&mut stream, &short, DEFAULT_MAX_FRAME_LEN).unwrap();
+        let mut reader = FrameReader::new(Trickle { data: &stream, step: 4096 });
+        assert_eq!(reader.read::<Request>(DEFAULT_MAX_FRAME_LEN).await.unwrap(), long);
+        assert!(reader.buffer.capacity() > KEPT_CAPACITY);
+        assert_eq!(reader.read::<Request>(DEFAULT_MAX_FRAME_LEN).await.unwrap(), short);
+        let end = reader.read::<Request>(DEFAULT_MAX_FRAME_LEN).await.unwrap_err();
+        assert!(matches!(end, FrameError::Closed), "{end:?}");
+        assert!(reader.buffer.capacity() <= KEPT_CAPACITY, "{}", reader.buffer.capacity());
+    }
+
+    #[test]
+    fn append_frame_leaves_the_buffer_on_error() {
+        let mut buffer = vec![1, 2, 3];
+        let request = Request::new(1, every_operation().remove(0));
+        let error = append_frame(&mut buffer, &request, 8).unwrap_err();
+        assert!(matches!(error, FrameError::TooLarge { max: 8, .. }), "{error:?}");
+        assert_eq!(buffer, [1, 2, 3]);
+        append_frame(&mut buffer, &request, DEFAULT_MAX_FRAME_LEN).unwrap();
+        assert_eq!(&buffer[3..], encode_frame(&request).unwrap());
     }
 
     #[tokio::test]

@@ -209,14 +209,15 @@ fn lock_pending(
 /// Hands each response to the caller waiting for its id, until the
 /// connection ends; then fails every request still waiting.
 async fn read_responses(
-    mut reader: ReadHalf<Stream>,
+    reader: ReadHalf<Stream>,
     pending: Pending,
     alive: Arc<std::sync::atomic::AtomicBool>,
     max_frame_len: u32,
     address: String,
 ) {
+    let mut reader = protocol::FrameReader::new(reader);
     loop {
-        match protocol::read_frame::<_, Response>(&mut reader, max_frame_len).await {
+        match reader.read::<Response>(max_frame_len).await {
             Ok(response) => {
                 let waiter = lock_pending(&pending).remove(&response.id);
                 match waiter {

@@ -1,5 +1,6 @@
 //! Fuzzes the enclave-parent frame decoder: the length prefix check, then
-//! the CBOR body as a request and as a response.
+//! the CBOR body as a request and as a response; and the buffered
+//! `FrameReader` over the input taken as a stream of frames.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +11,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(runtime) = runtime {
         runtime.block_on(async {
             let _ = protocol::read_frame::<_, Request>(&mut &data[..], 64 * 1024).await;
+            let mut reader = protocol::FrameReader::new(data);
+            while let Ok(body) = reader.read_body(64 * 1024).await {
+                let _ = protocol::decode_body::<Request>(body);
+            }
         });
     }
     let _ = protocol::decode_body::<Request>(data);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use recipient_common::protocol::{self, ErrorFrame, FrameError, Operation, Request, Response};
 use recipient_common::transport::{Listener, Stream};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
@@ -139,27 +140,49 @@ fn accept_connection(shared: &Arc<Shared>, mut stream: Stream, peer: String) {
 }
 
 async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64) {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut reader = protocol::FrameReader::new(reader);
     // A request's in-flight permit travels with its response and is released
     // only once the response is written, so that a shutdown that waits for
     // every permit also waits for the responses to leave.
     let (sender, mut receiver) = mpsc::channel::<(Response, Option<OwnedSemaphorePermit>)>(64);
     let max_frame_len = shared.config.max_frame_len;
     let writer_task = tokio::spawn(async move {
-        while let Some((response, permit)) = receiver.recv().await {
-            let written = protocol::write_frame(&mut writer, &response, max_frame_len).await;
-            drop(permit);
+        // Responses that are ready together leave in one write.
+        let mut batch = Vec::new();
+        let mut permits = Vec::new();
+        let mut open = true;
+        while open && let Some(first) = receiver.recv().await {
+            let mut next = Some(first);
+            while let Some((response, permit)) = next.take() {
+                open &= append_response(&mut batch, &response, max_frame_len, connection);
+                permits.extend(permit);
+                if open && batch.len() < MAX_WRITE_BATCH {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            let written = async {
+                writer.write_all(&batch).await?;
+                writer.flush().await
+            }
+            .await;
+            permits.clear();
             if let Err(error) = written {
                 debug!(connection, %error, "writing a response failed");
                 break;
             }
+            batch.clear();
+            batch.shrink_to(MAX_WRITE_BATCH);
+        }
+        if !open {
+            // Ending the stream lets the enclave stop waiting.
+            let _ = writer.shutdown().await;
         }
     });
 
     let mut stopping = shared.stopping.subscribe();
     loop {
-        let read =
-            tokio::time::timeout(shared.config.idle_timeout, protocol::read_frame_body(&mut reader, max_frame_len));
+        let read = tokio::time::timeout(shared.config.idle_timeout, reader.read_body(max_frame_len));
         let read = tokio::select! {
             read = read => read,
             _ = stopping.wait_for(|stopping| *stopping) => {
@@ -188,10 +211,10 @@ async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64
             Ok(Ok(body)) => body,
         };
 
-        let request: Request = match protocol::decode_body(&body) {
+        let request: Request = match protocol::decode_body(body) {
             Ok(request) => request,
             Err(error) => {
-                let id = protocol::peek_request_id(&body).unwrap_or(0);
+                let id = protocol::peek_request_id(body).unwrap_or(0);
                 warn!(connection, request_id = id, %error, "malformed request");
                 let _ = sender
                     .send((Response::new(id, Err(ErrorFrame::Malformed { message: error.to_string() })), None))
@@ -218,6 +241,24 @@ async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64
 
     drop(sender);
     let _ = writer_task.await;
+}
+
+/// Appends `response` to `batch`, or an `Internal` error that names the
+/// frame limit if the response is over it. Returns false if not even that
+/// error fits, so the connection must close rather than leave the enclave
+/// waiting for a response that cannot come.
+fn append_response(batch: &mut Vec<u8>, response: &Response, max_frame_len: u32, connection: u64) -> bool {
+    let Err(error) = protocol::append_frame(batch, response, max_frame_len) else {
+        return true;
+    };
+    warn!(connection, request_id = response.id, %error, "response over the frame limit; returning an error in its place");
+    let message = format!("the response cannot be sent: {error}; raise the parent's --max-frame-bytes");
+    let replacement = Response::new(response.id, Err(ErrorFrame::Internal { message }));
+    if let Err(error) = protocol::append_frame(batch, &replacement, max_frame_len) {
+        warn!(connection, request_id = response.id, %error, "not even an error fits in a frame; closing the connection");
+        return false;
+    }
+    true
 }
 
 async fn handle_request(shared: &Shared, connection: u64, request: Request) -> Response {
@@ -332,49 +373,64 @@ fn outcome_name(error: &ErrorFrame) -> &'static str {
     }
 }
 
+/// Bytes of responses gathered into one write; also the write buffer
+/// capacity a connection keeps between writes.
+const MAX_WRITE_BATCH: usize = 64 * 1024;
+
 /// Maximum number of document labels kept; the cache is emptied when it is full.
 const MAX_DOCUMENT_LABELS: usize = 256;
 
 /// Labels that identify a document in logs without carrying it: the first 16
 /// hex digits of its SHA-256 and of its PCR0. The parent does not verify the
 /// document (KMS does), so an unparsable one is labelled as such. Parsing
-/// costs more than the digest, so labels are kept by the full digest.
+/// costs more than the digest, so labels are kept by the full digest. An
+/// enclave that reuses its key sends the same document again, so the last
+/// document is kept too and compared before anything is hashed.
 #[derive(Default)]
 struct DocumentLabels {
     recent: std::sync::Mutex<std::collections::HashMap<[u8; 32], String>>,
+    last: std::sync::Mutex<Option<(Vec<u8>, String)>>,
 }
 
 impl DocumentLabels {
     /// Returns the label of `document`, parsing it only if it was not seen recently.
     fn label(&self, document: &[u8]) -> String {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, document);
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest.as_ref());
-        if let Some(label) = self.recent().get(&key) {
+        if let Some((last, label)) = &*lock(&self.last)
+            && last.as_slice() == document
+        {
             return label.clone();
         }
 
-        let sha256 = hex::encode(key.get(..8).unwrap_or_default());
-        let pcr0 = match recipient_common::attestation::parse(document) {
-            Ok(parsed) => parsed
-                .pcrs
-                .get(&0)
-                .map_or_else(|| "none".to_owned(), |pcr0| hex::encode(pcr0.get(..8).unwrap_or_default())),
-            Err(_) => "unparsable".to_owned(),
-        };
-        let label = format!("sha256:{sha256} pcr0:{pcr0}");
-        let mut recent = self.recent();
-        if recent.len() >= MAX_DOCUMENT_LABELS {
-            recent.clear();
-        }
-        recent.insert(key, label.clone());
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, document);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        let cached = lock(&self.recent).get(&key).cloned();
+        let label = cached.unwrap_or_else(|| {
+            let sha256 = hex::encode(key.get(..8).unwrap_or_default());
+            let pcr0 = match recipient_common::attestation::parse(document) {
+                Ok(parsed) => parsed
+                    .pcrs
+                    .get(&0)
+                    .map_or_else(|| "none".to_owned(), |pcr0| hex::encode(pcr0.get(..8).unwrap_or_default())),
+                Err(_) => "unparsable".to_owned(),
+            };
+            let label = format!("sha256:{sha256} pcr0:{pcr0}");
+            let mut recent = lock(&self.recent);
+            if recent.len() >= MAX_DOCUMENT_LABELS {
+                recent.clear();
+            }
+            recent.insert(key, label.clone());
+            label
+        });
+        *lock(&self.last) = Some((document.to_vec(), label.clone()));
         label
     }
+}
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], String>> {
-        // A panic while the lock is held cannot leave the map inconsistent, so a poisoned lock is usable.
-        self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+/// Locks a mutex whose data a panic cannot leave inconsistent, so a poisoned
+/// lock is usable.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -393,11 +449,33 @@ mod tests {
         let document = vector("attestation-2022-10-12-debug.cbor");
         assert_eq!(labels.label(&document), "sha256:46591b92f9abefaa pcr0:0000000000000000");
         assert_eq!(labels.label(&document), "sha256:46591b92f9abefaa pcr0:0000000000000000");
-        assert_eq!(labels.recent().len(), 1);
+        assert_eq!(lock(&labels.recent).len(), 1);
 
         let label = labels.label(b"not a document");
         assert!(label.ends_with(" pcr0:unparsable"), "{label}");
-        assert_eq!(labels.recent().len(), 2);
+        assert_eq!(lock(&labels.recent).len(), 2);
+    }
+
+    #[test]
+    fn document_label_alternating_documents() {
+        let labels = DocumentLabels::default();
+        let document = vector("attestation-2022-10-12-debug.cbor");
+        let other = b"not a document".to_vec();
+        let other_label = format!(
+            "sha256:{} pcr0:unparsable",
+            hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &other).as_ref()[..8])
+        );
+        for _ in 0..2 {
+            assert_eq!(labels.label(&document), "sha256:46591b92f9abefaa pcr0:0000000000000000");
+            assert_eq!(labels.label(&other), other_label);
+        }
+        // A document that differs from the last one only in its final byte gets its own label.
+        let mut changed = document.clone();
+        if let Some(last) = changed.last_mut() {
+            *last ^= 1;
+        }
+        labels.label(&document);
+        assert_ne!(labels.label(&changed), labels.label(&document));
     }
 
     #[test]
@@ -406,6 +484,6 @@ mod tests {
         for index in 0..MAX_DOCUMENT_LABELS + 10 {
             labels.label(&index.to_be_bytes());
         }
-        assert_eq!(labels.recent().len(), 10);
+        assert_eq!(lock(&labels.recent).len(), 10);
     }
 }

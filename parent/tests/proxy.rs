@@ -28,6 +28,8 @@ enum Behaviour {
     FailOnce,
     /// Answers 400 AccessDeniedException.
     Deny,
+    /// A DeriveSharedSecret response with a 3000-byte CiphertextForRecipient.
+    Long,
 }
 
 /// A minimal HTTP/1.1 server on 127.0.0.1 that plays KMS.
@@ -90,6 +92,9 @@ async fn serve_http(mut stream: tokio::net::TcpStream, behaviour: Behaviour, cou
                 (500, r#"{"__type":"KMSInternalException","message":"try again"}"#.to_owned())
             }
             Behaviour::FailOnce => (200, ok_body()),
+            Behaviour::Long => {
+                (200, ok_body().replace("MIAGCSqGSIb3DQEHA6CAMIAC", &"MIAGCSqGSIb3DQEHA6CAMIAC".repeat(125)))
+            }
             Behaviour::Deny => {
                 (400, r#"{"__type":"AccessDeniedException","message":"no attestation condition matched"}"#.to_owned())
             }
@@ -158,6 +163,19 @@ fn assert_ok(response: &Response) {
         }
         other => panic!("expected a DeriveSharedSecret output, got {other:?}"),
     }
+}
+
+/// Reads `count` responses, checks that each is a DeriveSharedSecret output,
+/// and returns their ids in ascending order.
+async fn read_ok_ids(stream: &mut Stream, count: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let response: Response = protocol::read_frame(stream, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+        assert_ok(&response);
+        ids.push(response.id);
+    }
+    ids.sort_unstable();
+    ids
 }
 
 #[tokio::test]
@@ -343,6 +361,71 @@ async fn malformed_and_oversized_frames_do_not_stop_service() {
 }
 
 #[tokio::test]
+async fn pipelined_requests_all_get_responses() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Ok).await;
+    let proxy = start_proxy(scratch.path(), &kms.url, &[]);
+    let mut stream = connect(&proxy).await;
+
+    let mut frames = Vec::new();
+    for id in 1..=20 {
+        protocol::append_frame(&mut frames, &derive_request(id), DEFAULT_MAX_FRAME_LEN).unwrap();
+    }
+    stream.write_all(&frames).await.unwrap();
+    assert_eq!(read_ok_ids(&mut stream, 20).await, (1..=20).collect::<Vec<_>>());
+    assert_eq!(kms.requests.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
+async fn oversized_response_becomes_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Long).await;
+    // The request fits the limit, but the response, with its 3000-byte ciphertext, does not.
+    let limit = "1000";
+    let proxy = start_proxy(scratch.path(), &kms.url, &["--max-frame-bytes", limit]);
+    let mut stream = connect(&proxy).await;
+
+    let response = call(&mut stream, &derive_request(5)).await;
+    assert_eq!(response.id, 5);
+    match response.result {
+        Err(ErrorFrame::Internal { message }) => {
+            assert!(message.contains(&format!("maximum of {limit} bytes")), "{message}");
+            assert!(message.contains("--max-frame-bytes"), "{message}");
+        }
+        other => panic!("expected an Internal error, got {other:?}"),
+    }
+    // The connection goes on.
+    let response = call(&mut stream, &derive_request(6)).await;
+    assert!(matches!(response.result, Err(ErrorFrame::Internal { .. })), "{response:?}");
+    assert_eq!(response.id, 6);
+    assert_eq!(kms.requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn connection_closes_when_error_too_large() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Long).await;
+    // A limit that a short request just fits and the error naming the limit does not.
+    let mut request = derive_request(5);
+    if let Operation::DeriveSharedSecret(derive) = &mut request.operation {
+        derive.key_id = "k".to_owned();
+        derive.recipient = None;
+    }
+    let limit = (protocol::encode_frame(&request).unwrap().len() - 4).to_string();
+    let proxy = start_proxy(scratch.path(), &kms.url, &["--max-frame-bytes", &limit, "--allow-unattested"]);
+    let mut stream = connect(&proxy).await;
+
+    protocol::write_frame(&mut stream, &request, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        protocol::read_frame::<_, Response>(&mut stream, DEFAULT_MAX_FRAME_LEN),
+    );
+    let error = read.await.expect("the proxy must end the stream, not leave the enclave waiting").unwrap_err();
+    assert!(matches!(error, protocol::FrameError::Closed), "{error:?}");
+    assert_eq!(kms.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn client_disconnecting_mid_request_does_not_stop_service() {
     let scratch = tempfile::tempdir().unwrap();
     let kms = start_test_kms(Behaviour::Slow(Duration::from_millis(500))).await;
@@ -387,14 +470,7 @@ async fn slow_request_does_not_hold_up_the_next() {
     for id in 1..=8 {
         protocol::write_frame(&mut stream, &derive_request(id), DEFAULT_MAX_FRAME_LEN).await.unwrap();
     }
-    let mut ids = Vec::new();
-    for _ in 1..=8 {
-        let response: Response = protocol::read_frame(&mut stream, DEFAULT_MAX_FRAME_LEN).await.unwrap();
-        assert_ok(&response);
-        ids.push(response.id);
-    }
-    ids.sort_unstable();
-    assert_eq!(ids, (1..=8).collect::<Vec<_>>());
+    assert_eq!(read_ok_ids(&mut stream, 8).await, (1..=8).collect::<Vec<_>>());
     // Eight sequential calls would take at least 2.4 s.
     assert!(started.elapsed() < Duration::from_millis(2000), "took {:?}", started.elapsed());
 }
