@@ -506,8 +506,8 @@ const KEPT_CAPACITY: usize = 64 * 1024;
 /// Reader of frames from a stream with as few reads as the stream allows.
 /// One read takes every byte the stream has ready, up to 16 KiB past the
 /// current frame, so frames sent back to back cost one system call between
-/// them. The buffer is allocated on the first read, so an idle connection
-/// holds none.
+/// them. A reader that has not yet received a byte has no buffer, so idle
+/// connections cost little memory.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
@@ -555,7 +555,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buffer.drain(..self.start);
                 self.start = 0;
             }
-            self.buffer.reserve(missing.max(READ_AHEAD.saturating_sub(self.buffer.len())));
+            // Until the first frame has arrived, only the length prefix is
+            // requested, so a connection that never sends has no buffer.
+            let ahead = if self.buffer.capacity() == 0 { 0 } else { READ_AHEAD };
+            self.buffer.reserve(missing.max(ahead.saturating_sub(self.buffer.len())));
             if self.inner.read_buf(&mut self.buffer).await? == 0 {
                 return Err(self.ended());
             }
@@ -732,6 +735,21 @@ mod tests {
         for request in &requests {
             assert_eq!(&reader.read::<Request>(DEFAULT_MAX_FRAME_LEN).await.unwrap(), request);
         }
+    }
+
+    #[tokio::test]
+    async fn frame_reader_idle_holds_no_buffer() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(server);
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(20), reader.read_body(DEFAULT_MAX_FRAME_LEN)).await;
+        assert!(waited.is_err());
+        assert!(reader.buffer.capacity() <= 8, "{}", reader.buffer.capacity());
+
+        let (requests, stream) = three_frames();
+        client.write_all(&stream).await.unwrap();
+        assert_eq!(reader.read::<Request>(DEFAULT_MAX_FRAME_LEN).await.unwrap(), requests[0]);
+        assert!(reader.buffer.capacity() >= READ_AHEAD, "{}", reader.buffer.capacity());
     }
 
     #[tokio::test]

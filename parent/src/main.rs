@@ -14,6 +14,12 @@ use parent_proxy::server::{self, ServerConfig};
 use recipient_common::protocol::DEFAULT_MAX_FRAME_LEN;
 use recipient_common::transport::{Address, DEFAULT_PARENT_LISTEN, Listener};
 
+/// mimalloc in place of the system allocator, because glibc's malloc and free
+/// took about 15% of the proxy's CPU under load, most of it for the SDK's
+/// many small allocations (profile in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const OPERATIONS: [&str; 5] =
     ["Decrypt", "DeriveSharedSecret", "GenerateDataKey", "GenerateDataKeyPair", "GenerateRandom"];
 
