@@ -84,7 +84,7 @@ fn open_fixture() -> Result<Fixture, String> {
     let directory = tempfile::tempdir().map_err(|error| format!("cannot create a temporary directory: {error}"))?;
     let kms = Kms::open(Config::persistent(directory.path())).map_err(|error| error.to_string())?;
     let kms = Arc::new(kms);
-    // The router runs each operation with `spawn_blocking`, which a
+    // The router runs the longer operations with `spawn_blocking`, which a
     // current-thread runtime supports.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
