@@ -1,6 +1,6 @@
 //! Fuzzes kms-local's request handler, `Kms::handle`, and the HTTP router in
 //! front of it. The first input byte `b` picks what the rest of the input is,
-//! by `b % (OPERATIONS.len() + 3)`:
+//! by `b % (OPERATIONS.len() + 4)`:
 //!
 //! - below `OPERATIONS.len()`: the JSON body of that operation, passed to
 //!   `Kms::handle`;
@@ -10,31 +10,45 @@
 //!   through `kms_local::router` as a request that the target signs with
 //!   SigV4 for the development access key;
 //! - one more again: a raw HTTP/1.1 request, sent through the router as it
-//!   is (its signature, if any, is almost never valid).
+//!   is (its signature, if any, is almost never valid);
+//! - the last: a byte that picks one of the five operations that take a
+//!   `Recipient` (`RECIPIENT_OPERATIONS`), then the JSON body. The target
+//!   sets the body's `Recipient` to a fresh attestation document of a mock
+//!   enclave, passes it to `Kms::handle`, and checks that a successful
+//!   response returns the result only as a `CiphertextForRecipient` that the
+//!   enclave's RSA key opens.
 //!
 //! Requests reach the router with tower's `oneshot`, so no socket is opened.
 //!
 //! The `Kms` is opened once, on a store in a temporary directory, with four
 //! keys of fixed ids and three aliases that seed bodies can name. After each
 //! input the store is put back to exactly these keys and aliases, so every
-//! input starts from the same keys and aliases.
+//! input starts from the same keys and aliases. The `Kms` also trusts the
+//! root of a mock NSM CA, which signs the documents of the last mode.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::fs::{DirBuilder, Permissions};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::{digest, hmac};
 use axum::body::Body;
 use axum::http::{Method, Request};
+use enclave_agent::key::{EphemeralKey, RsaKeySize};
+use enclave_agent::nsm::MockNsm;
 use kms_local::blob::Blob;
 use kms_local::credentials::{DEV_ACCESS_KEY_ID, DEV_ACCOUNT_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY};
 use kms_local::keys::{KeyMaterial, KeySpec, KeyState, KeyUsage};
 use kms_local::policy::default_policy;
+use kms_local::recipient::{DEFAULT_MAX_DOCUMENT_AGE, KEY_ENCRYPTION_ALGORITHM};
 use kms_local::server::{CONTENT_TYPE, MAX_REQUEST_BODY, TARGET_PREFIX};
 use kms_local::service::{Caller, OPERATIONS};
 use kms_local::store::{AliasRecord, KeyRecord};
 use kms_local::{Config, Kms};
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::macros::format_description;
 use tower::ServiceExt;
@@ -54,6 +68,98 @@ struct Fixture {
     runtime: tokio::runtime::Runtime,
     keys: Vec<FixtureKey>,
     aliases: Vec<AliasRecord>,
+    enclave: Enclave,
+}
+
+/// How long the fixture uses one attestation document: a minute less than
+/// `DEFAULT_MAX_DOCUMENT_AGE` (five minutes), the age above which kms-local
+/// rejects a document, so that an input never gets a document about to
+/// expire.
+const DOCUMENT_LIFETIME: Duration = DEFAULT_MAX_DOCUMENT_AGE.saturating_sub(Duration::from_secs(60));
+
+/// The mock enclave of the Recipient mode: a mock NSM, whose CA root the
+/// `Kms` trusts, and the RSA key that its documents attest.
+struct Enclave {
+    nsm: MockNsm,
+    /// The mock CA's directory, which exists only while a document is made
+    /// (see `make_recipient`).
+    ca_directory: PathBuf,
+    key: EphemeralKey,
+    current: Mutex<RecipientMember>,
+}
+
+/// A `Recipient` request member and the time just before its document was
+/// made, so that the document is never older than `created.elapsed()`.
+struct RecipientMember {
+    value: Value,
+    created: Instant,
+}
+
+impl Enclave {
+    /// Creates a mock CA in a temporary directory, opens a mock NSM on it, and
+    /// generates the RSA-2048 key and a first document. Returns the enclave
+    /// and the CA's root certificate (PEM) for the `Kms` to trust.
+    fn open() -> Result<(Enclave, Vec<u8>), String> {
+        // `init_ca` rejects a directory that other users can read.
+        let directory = tempfile::Builder::new()
+            .permissions(Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|error| format!("failed to create a temporary directory: {error}"))?;
+        enclave_agent::nsm::init_ca(directory.path()).map_err(|error| error.to_string())?;
+        let nsm = MockNsm::open(directory.path(), None).map_err(|error| error.to_string())?;
+        let root_path = nsm.store().root_path();
+        let root_pem =
+            std::fs::read(&root_path).map_err(|error| format!("failed to read {}: {error}", root_path.display()))?;
+        let key = EphemeralKey::generate(RsaKeySize::Rsa2048).map_err(|error| error.to_string())?;
+
+        // The opened CA store keeps its keys and certificates in memory, so
+        // the directory can be removed now.
+        let ca_directory = directory.path().to_owned();
+        directory.close().map_err(|error| format!("failed to remove {}: {error}", ca_directory.display()))?;
+
+        let created = Instant::now();
+        let value = make_recipient(&nsm, &ca_directory, &key)?;
+        let current = Mutex::new(RecipientMember { value, created });
+        Ok((Enclave { nsm, ca_directory, key, current }, root_pem))
+    }
+
+    /// Returns the current `Recipient` member, first replacing it with a new
+    /// one when it is older than `DOCUMENT_LIFETIME`. A document that cannot
+    /// be made stops the run, because the Recipient mode would then test
+    /// only the rejection of old documents.
+    fn recipient(&self) -> Value {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.created.elapsed() >= DOCUMENT_LIFETIME {
+            let created = Instant::now();
+            match make_recipient(&self.nsm, &self.ca_directory, &self.key) {
+                Ok(value) => *current = RecipientMember { value, created },
+                Err(message) => panic!("failed to make a new attestation document: {message}"),
+            }
+        }
+        current.value.clone()
+    }
+}
+
+/// Makes a `Recipient` member with a new document from `nsm` that attests
+/// `key`.
+fn make_recipient(nsm: &MockNsm, ca_directory: &Path, key: &EphemeralKey) -> Result<Value, String> {
+    // The mock NSM writes to its CA directory only when it renews its leaf
+    // certificate, which it does when less than `LEAF_RENEW_BEFORE` (30
+    // minutes) of the leaf's `LEAF_LIFETIME` (3 hours) is left. Creating the
+    // directory for each document and removing it again keeps long runs
+    // working and leaves nothing behind when the run stops.
+    DirBuilder::new()
+        .mode(0o700)
+        .create(ca_directory)
+        .map_err(|error| format!("failed to create {}: {error}", ca_directory.display()))?;
+    let document = enclave_agent::nsm::attest(nsm, Some(key.public_key_der().to_vec()), None, None);
+    std::fs::remove_dir_all(ca_directory)
+        .map_err(|error| format!("failed to remove {}: {error}", ca_directory.display()))?;
+    let document = document.map_err(|error| error.to_string())?;
+    Ok(json!({
+        "KeyEncryptionAlgorithm": KEY_ENCRYPTION_ALGORITHM,
+        "AttestationDocument": Blob::new(document),
+    }))
 }
 
 fn key_record(key_id: &str, key_spec: KeySpec, key_usage: KeyUsage, state: KeyState) -> KeyRecord {
@@ -81,8 +187,10 @@ fn alias_record(alias_name: &str, target_key_id: &str) -> AliasRecord {
 }
 
 fn open_fixture() -> Result<Fixture, String> {
+    let (enclave, root_pem) = Enclave::open()?;
     let directory = tempfile::tempdir().map_err(|error| format!("cannot create a temporary directory: {error}"))?;
-    let kms = Kms::open(Config::persistent(directory.path())).map_err(|error| error.to_string())?;
+    let config = Config { trust_roots_pem: vec![root_pem], ..Config::persistent(directory.path()) };
+    let kms = Kms::open(config).map_err(|error| error.to_string())?;
     let kms = Arc::new(kms);
     // The router runs the longer operations with `spawn_blocking`, which a
     // current-thread runtime supports.
@@ -126,7 +234,7 @@ fn open_fixture() -> Result<Fixture, String> {
         alias_record("alias/fuzz-ecc", ecc_id),
     ];
 
-    let fixture = Fixture { kms, runtime, keys, aliases };
+    let fixture = Fixture { kms, runtime, keys, aliases, enclave };
     restore(&fixture).ok_or("cannot write the fixture keys and aliases")?;
     Ok(fixture)
 }
@@ -210,6 +318,136 @@ fn encrypt_then_decrypt(kms: &Kms, body: &[u8], caller: Caller<'_>) {
     }
 }
 
+/// The operations that take a `Recipient`, in the order in which the
+/// Recipient mode's picker byte selects them.
+const RECIPIENT_OPERATIONS: [&str; 5] =
+    ["DeriveSharedSecret", "Decrypt", "GenerateDataKey", "GenerateDataKeyPair", "GenerateRandom"];
+
+/// The response members that carry a plaintext when a request has no
+/// `Recipient`.
+const PLAINTEXT_MEMBERS: [&str; 3] = ["Plaintext", "PrivateKeyPlaintext", "SharedSecret"];
+
+/// Sends `body` to `operation` with its `Recipient` member set to the
+/// enclave's current document. When the operation succeeds, checks that the
+/// response has no plaintext member, that the enclave key opens its
+/// `CiphertextForRecipient`, and that the opened plaintext matches what
+/// kms-local returns without a `Recipient`.
+fn recipient_request(fixture: &Fixture, operation: &str, body: &[u8], caller: Caller<'_>) {
+    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    request.insert("Recipient".to_owned(), fixture.enclave.recipient());
+    let Ok(request_body) = serde_json::to_vec(&request) else {
+        return;
+    };
+    let Ok(response) = fixture.kms.handle(operation, &request_body, caller) else {
+        return;
+    };
+
+    for member in PLAINTEXT_MEMBERS {
+        assert!(response.get(member).is_none(), "{operation} with a Recipient returned {member} in plaintext");
+    }
+    let Some(envelope) = blob_member(&response, "CiphertextForRecipient") else {
+        panic!("{operation} with a Recipient succeeded without a valid CiphertextForRecipient");
+    };
+    let plaintext = match recipient_common::cms::decrypt(envelope.as_slice(), fixture.enclave.key.private_key()) {
+        Ok(plaintext) => plaintext,
+        Err(error) => panic!("the enclave key failed to open the CiphertextForRecipient of {operation}: {error}"),
+    };
+
+    request.remove("Recipient");
+    check_recipient_plaintext(fixture, operation, &request, &response, &plaintext, caller);
+}
+
+/// Checks the plaintext opened from a `CiphertextForRecipient` against
+/// kms-local itself. `request` is the request without its `Recipient`.
+fn check_recipient_plaintext(
+    fixture: &Fixture,
+    operation: &str,
+    request: &Map<String, Value>,
+    response: &Value,
+    plaintext: &[u8],
+    caller: Caller<'_>,
+) {
+    match operation {
+        // Both are deterministic, so the request without a Recipient
+        // returns the same plaintext in the clear.
+        "DeriveSharedSecret" | "Decrypt" => {
+            let member = if operation == "Decrypt" { "Plaintext" } else { "SharedSecret" };
+            let Ok(body) = serde_json::to_vec(request) else {
+                return;
+            };
+            let clear = match fixture.kms.handle(operation, &body, caller) {
+                Ok(clear) => clear,
+                Err(error) => panic!("{operation} succeeded with a Recipient but failed without one: {error}"),
+            };
+            let clear = blob_member(&clear, member);
+            assert_eq!(
+                clear.as_ref().map(Blob::as_slice),
+                Some(plaintext),
+                "{operation} without a Recipient returned another {member} than the CiphertextForRecipient"
+            );
+        }
+        // The response's ciphertext decrypts to the enveloped key.
+        "GenerateDataKey" | "GenerateDataKeyPair" => {
+            if operation == "GenerateDataKey" {
+                assert_eq!(
+                    Some(plaintext.len()),
+                    requested_length(request),
+                    "GenerateDataKey enveloped a data key of another length than requested"
+                );
+            }
+            let ciphertext_member =
+                if operation == "GenerateDataKey" { "CiphertextBlob" } else { "PrivateKeyCiphertextBlob" };
+            let mut decrypt = Map::new();
+            decrypt.insert("CiphertextBlob".to_owned(), response.get(ciphertext_member).cloned().unwrap_or_default());
+            if let Some(context) = request.get("EncryptionContext") {
+                decrypt.insert("EncryptionContext".to_owned(), context.clone());
+            }
+            let Ok(body) = serde_json::to_vec(&decrypt) else {
+                return;
+            };
+            let decrypted = match fixture.kms.handle("Decrypt", &body, caller) {
+                Ok(decrypted) => decrypted,
+                Err(error) => panic!("Decrypt of the {ciphertext_member} of {operation} failed: {error}"),
+            };
+            let decrypted = blob_member(&decrypted, "Plaintext");
+            assert_eq!(
+                decrypted.as_ref().map(Blob::as_slice),
+                Some(plaintext),
+                "the {ciphertext_member} of {operation} decrypts to another key than the CiphertextForRecipient"
+            );
+        }
+        "GenerateRandom" => {
+            assert_eq!(
+                Some(plaintext.len()),
+                requested_length(request),
+                "GenerateRandom enveloped another number of bytes than requested"
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Returns the length in bytes that a successful GenerateDataKey or
+/// GenerateRandom request sets with `NumberOfBytes` or `KeySpec`. A member
+/// set to null counts as absent, as kms-local reads it.
+fn requested_length(request: &Map<String, Value>) -> Option<usize> {
+    if let Some(bytes) = request.get("NumberOfBytes").filter(|bytes| !bytes.is_null()) {
+        return usize::try_from(bytes.as_u64()?).ok();
+    }
+    match request.get("KeySpec")?.as_str()? {
+        "AES_256" => Some(32),
+        "AES_128" => Some(16),
+        _ => None,
+    }
+}
+
+/// Decodes the base64 blob member `name` of a response.
+fn blob_member(response: &Value, name: &str) -> Option<Blob> {
+    serde_json::from_value(response.get(name)?.clone()).ok()
+}
+
 /// The host name in signed requests. No connection is made to it.
 const HOST: &str = "kms.fuzz.invalid";
 
@@ -279,7 +517,7 @@ fn send(fixture: &Fixture, request: Request<Body>) {
 /// Runs one input on the fixture, as the module documentation describes.
 fn run(fixture: &Fixture, selector: u8, body: &[u8], caller: Caller<'_>) {
     let operations = OPERATIONS.len();
-    let mode = usize::from(selector) % (operations + 3);
+    let mode = usize::from(selector) % (operations + 4);
     if let Some(operation) = OPERATIONS.get(mode) {
         let _ = fixture.kms.handle(operation, body, caller);
     } else if mode == operations {
@@ -292,8 +530,16 @@ fn run(fixture: &Fixture, selector: u8, body: &[u8], caller: Caller<'_>) {
         if let Some(request) = signed_request(operation, body) {
             send(fixture, request);
         }
-    } else if let Some(request) = raw_request(body) {
-        send(fixture, request);
+    } else if mode == operations + 2 {
+        if let Some(request) = raw_request(body) {
+            send(fixture, request);
+        }
+    } else {
+        let Some((&picker, body)) = body.split_first() else {
+            return;
+        };
+        let operation = RECIPIENT_OPERATIONS.get(usize::from(picker) % RECIPIENT_OPERATIONS.len()).copied();
+        recipient_request(fixture, operation.unwrap_or_default(), body, caller);
     }
 }
 
