@@ -39,8 +39,8 @@ pub const DEFAULT_CPUS: u64 = 2;
 #[non_exhaustive]
 pub enum BuildError {
     /// An input file could not be read.
-    #[error("cannot read {what} {path}: {source}")]
-    Input { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("cannot read {what} {path}: {error}")]
+    Input { what: &'static str, path: PathBuf, error: io::Error },
     /// An input file changed size while it was copied.
     #[error("{what} {path} changed while it was read: expected {expected} bytes, read {read}")]
     InputChanged { what: &'static str, path: PathBuf, expected: u64, read: u64 },
@@ -247,7 +247,7 @@ impl<W: Write> SectionWriter<'_, W> {
         path: &Path,
         mut measure: impl FnMut(&[u8]),
     ) -> Result<u64, BuildError> {
-        let input_error = |source| BuildError::Input { what, path: path.to_owned(), source };
+        let input_error = |error| BuildError::Input { what, path: path.to_owned(), error };
         let mut file = File::open(path).map_err(input_error)?;
         let expected = file.metadata().map_err(input_error)?.len();
         self.begin(kind, expected)?;

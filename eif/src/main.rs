@@ -233,8 +233,19 @@ fn run(command: Command) -> Result<ExitCode> {
     }
 }
 
+/// Reads and measures the image at `path`. A file that cannot be read is
+/// reported as such; only a readable file that fails the checks is an
+/// invalid EIF.
+fn open_eif(path: &Path) -> Result<eif_tool::EifImage> {
+    match read_eif(path) {
+        Ok(image) => Ok(image),
+        Err(error @ eif_tool::EifError::Io { .. }) => Err(error.into()),
+        Err(error) => Err(anyhow::Error::new(error).context(format!("invalid EIF {}", path.display()))),
+    }
+}
+
 fn describe(image: &Path, output: OutputFormat) -> Result<ExitCode> {
-    let image = read_eif(image).with_context(|| format!("invalid EIF {}", image.display()))?;
+    let image = open_eif(image)?;
     let description = Description::new(&image);
     let mut stdout = io::stdout().lock();
     match output {
@@ -285,7 +296,7 @@ fn build(options: &BuildOptions, output: &Path) -> Result<ExitCode> {
 }
 
 fn policy(eif: &Path, options: PolicyOptions) -> Result<ExitCode> {
-    let image = read_eif(eif).with_context(|| format!("invalid EIF {}", eif.display()))?;
+    let image = open_eif(eif)?;
     let policy = key_policy(&image.measurements, &options)?;
     let mut stdout = io::stdout().lock();
     serde_json::to_writer_pretty(&mut stdout, &policy)?;

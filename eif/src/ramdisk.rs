@@ -38,8 +38,8 @@ const PERMISSION_BITS: u32 = 0o7777;
 #[non_exhaustive]
 pub enum RamdiskError {
     /// A file or directory could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
     /// The archive could not be written.
     #[error("cannot write the ramdisk: {0}")]
     Write(#[source] io::Error),
@@ -85,7 +85,7 @@ pub fn source_date_epoch() -> Result<u32, RamdiskError> {
 /// Archives the tree under `root` (the root itself excluded) into `out`,
 /// with every modification time set to `mtime`.
 pub fn write_ramdisk(root: &Path, mtime: u32, out: &mut impl Write) -> Result<RamdiskSummary, RamdiskError> {
-    let root_metadata = fs::metadata(root).map_err(|source| RamdiskError::Read { path: root.to_owned(), source })?;
+    let root_metadata = fs::metadata(root).map_err(|error| RamdiskError::Read { path: root.to_owned(), error })?;
     if !root_metadata.is_dir() {
         return Err(RamdiskError::NotADirectory { path: root.to_owned() });
     }
@@ -107,11 +107,11 @@ pub fn write_ramdisk(root: &Path, mtime: u32, out: &mut impl Write) -> Result<Ra
 /// without following symbolic links.
 fn collect(root: &Path, relative: &Path, paths: &mut Vec<PathBuf>) -> Result<(), RamdiskError> {
     let directory = root.join(relative);
-    let entries = fs::read_dir(&directory).map_err(|source| RamdiskError::Read { path: directory.clone(), source })?;
+    let entries = fs::read_dir(&directory).map_err(|error| RamdiskError::Read { path: directory.clone(), error })?;
     for entry in entries {
-        let entry = entry.map_err(|source| RamdiskError::Read { path: directory.clone(), source })?;
+        let entry = entry.map_err(|error| RamdiskError::Read { path: directory.clone(), error })?;
         let child = relative.join(entry.file_name());
-        let file_type = entry.file_type().map_err(|source| RamdiskError::Read { path: entry.path(), source })?;
+        let file_type = entry.file_type().map_err(|error| RamdiskError::Read { path: entry.path(), error })?;
         paths.push(child.clone());
         if file_type.is_dir() {
             collect(root, &child, paths)?;
@@ -137,7 +137,7 @@ struct ArchiveWriter<'a, W: Write> {
 impl<W: Write> ArchiveWriter<'_, W> {
     fn write_path(&mut self, root: &Path, relative: &Path, inode: u32) -> Result<(), RamdiskError> {
         let path = root.join(relative);
-        let read_error = |source| RamdiskError::Read { path: path.clone(), source };
+        let read_error = |error| RamdiskError::Read { path: path.clone(), error };
         let metadata = fs::symlink_metadata(&path).map_err(read_error)?;
         let permissions = metadata.permissions().mode() & PERMISSION_BITS;
         let name = relative.as_os_str().as_bytes();

@@ -42,8 +42,8 @@ const CHUNK_LEN: usize = 256 << 10;
 pub enum EifError {
     /// The file could not be opened or read (an environment problem, not a
     /// defect of the image).
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: io::Error },
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: io::Error },
     /// The file is shorter than its header or than the sections the header
     /// declares.
     #[error(
@@ -150,7 +150,7 @@ pub struct EifImage {
 
 /// Reads, validates and measures the EIF at `path`.
 pub fn read_eif(path: &Path) -> Result<EifImage, EifError> {
-    let io_error = |source| EifError::Io { path: path.display().to_string(), source };
+    let io_error = |error| EifError::Io { path: path.display().to_string(), error };
     let file = File::open(path).map_err(io_error)?;
     let file_len = file.metadata().map_err(io_error)?.len();
     debug!(path = %path.display(), file_len, "reading EIF");
@@ -206,7 +206,7 @@ impl Source for &[u8] {
 }
 
 fn read_source(source: &impl Source, name: &str) -> Result<EifImage, EifError> {
-    let io_error = |source| EifError::Io { path: name.to_owned(), source };
+    let io_error = |error| EifError::Io { path: name.to_owned(), error };
     let file_len = source.len();
 
     let mut header_bytes = [0u8; HEADER_LEN];

@@ -236,6 +236,20 @@ fn describe_rejects_corrupt_image_with_exit_2() {
     assert!(stderr.contains("CRC mismatch"), "{stderr}");
 }
 
+#[test]
+fn describe_missing_file_names_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.eif");
+
+    let output = eif_tool(&["describe", path(&missing)]);
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with(&format!("eif-tool: cannot read {}: ", missing.display())), "{stderr}");
+    assert_eq!(stderr.matches("missing.eif").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}
+
 fn openssl(args: &[&str]) {
     let status = Command::new("openssl").args(args).status().unwrap();
     assert!(status.success(), "openssl {args:?} failed");

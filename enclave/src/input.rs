@@ -20,6 +20,8 @@ pub enum InputError {
     NotBase64 { flag: &'static str },
     #[error("invalid {flag}: {message}")]
     Invalid { flag: &'static str, message: String },
+    #[error("cannot write {flag} {path}: {error}")]
+    Write { flag: &'static str, path: String, error: std::io::Error },
 }
 
 /// Largest file a blob argument reads: KMS blobs are at most a few KiB, and
@@ -33,6 +35,16 @@ pub fn read_blob_argument(flag: &'static str, argument: &str) -> Result<Vec<u8>,
     let path = argument.strip_prefix("fileb://").or_else(|| argument.strip_prefix("file://"));
     let bytes = match path {
         Some(path) => read_bounded(flag, Path::new(path))?,
+        // Inline text that names an existing file is almost surely a path
+        // given without its prefix.
+        None if Path::new(argument).is_file() => {
+            return Err(InputError::Invalid {
+                flag,
+                message: format!(
+                    "`{argument}` is read as inline text, but it names a file; pass fileb://{argument} for its bytes"
+                ),
+            });
+        }
         None => argument.as_bytes().to_vec(),
     };
     if bytes.is_empty() {
@@ -109,6 +121,15 @@ mod tests {
     #[test]
     fn inline_text_is_returned_as_is() {
         assert_eq!(read_blob_argument("--public-key", "MFkw").unwrap(), b"MFkw".to_vec());
+    }
+
+    #[test]
+    fn path_without_prefix_is_named() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let path = file.path().to_str().unwrap();
+        let error = read_blob_argument("--public-key", path).unwrap_err().to_string();
+        assert!(error.contains(&format!("pass fileb://{path}")), "{error}");
+        assert!(error.starts_with("invalid --public-key: "), "{error}");
     }
 
     #[test]

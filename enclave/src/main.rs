@@ -119,6 +119,7 @@ fn nsm_exit_code(error: &NsmError) -> u8 {
         | NsmError::NotInitialised { .. }
         | NsmError::InvalidStoreFile { .. }
         | NsmError::PcrFile { .. }
+        | NsmError::PcrFileRead { .. }
         | NsmError::InvalidArgument { .. } => EXIT_USAGE,
         _ => EXIT_REFUSED,
     }

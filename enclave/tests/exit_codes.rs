@@ -73,6 +73,39 @@ fn setup_errors_exit_2() {
 }
 
 #[test]
+fn outfile_checked_before_kms_call() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ca = scratch.path().join("ca");
+    let ca = ca.to_str().unwrap();
+    let output = agent(&["mock-ca", "init", "--dir", ca]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // Nothing listens on port 1, so a request that got as far as the parent
+    // would exit 3; exit 2 shows that the check came first.
+    let missing_dir = scratch.path().join("no-such-dir").join("out.bin");
+    let cases = [
+        (missing_dir.to_str().unwrap(), "does not exist; create it or choose another path"),
+        (scratch.path().to_str().unwrap(), "is a directory; name a file in it"),
+    ];
+    for (outfile, expected) in cases {
+        let output = agent(&[
+            "generate-random",
+            "--number-of-bytes",
+            "32",
+            "--outfile",
+            outfile,
+            "--parent",
+            "tcp://127.0.0.1:1",
+            "--nsm",
+            "mock",
+            "--mock-dir",
+            ca,
+        ]);
+        assert_exit(&output, 2, expected);
+    }
+}
+
+#[test]
 fn missing_nsm_device_exits_2() {
     if std::path::Path::new("/dev/nsm").exists() {
         return; // Inside a real enclave the device opens.

@@ -343,6 +343,11 @@ fn pcr_file_errors_name_file() {
     let err = MockNsm::open(&ca(&dir), Some(&file)).unwrap_err();
     assert!(matches!(err, NsmError::PcrFile { ref path, .. } if *path == file), "{err}");
     assert!(err.to_string().contains("expected 48"), "{err}");
+
+    let missing = dir.path().join("missing.json");
+    let err = MockNsm::open(&ca(&dir), Some(&missing)).unwrap_err();
+    assert!(matches!(err, NsmError::PcrFileRead { ref path, .. } if *path == missing), "{err}");
+    assert!(err.to_string().starts_with(&format!("cannot read PCR file {}: ", missing.display())), "{err}");
 }
 
 #[test]

@@ -41,8 +41,8 @@ pub const DEV_REGION: &str = "us-east-1";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialsError {
-    #[error("cannot read credentials file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read credentials file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("credentials file {path} is not valid JSON of the documented shape: {message}")]
     Json { path: String, message: String },
     #[error("credentials file {path}: {message}")]
@@ -126,8 +126,7 @@ impl Credentials {
     pub fn from_file(path: &Path) -> Result<Self, CredentialsError> {
         let path_text = path.display().to_string();
         let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|source| CredentialsError::Read { path: path_text.clone(), source })?,
+            std::fs::read_to_string(path).map_err(|error| CredentialsError::Read { path: path_text.clone(), error })?,
         );
         Self::from_json(&text).map_err(|error| match error {
             CredentialsError::Json { message, .. } => CredentialsError::Json { path: path_text, message },

@@ -64,6 +64,8 @@ pub struct ForwardError {
 #[derive(Debug, Clone)]
 pub struct KmsForwarder {
     client: aws_sdk_kms::Client,
+    /// The endpoint, as named in an "unreachable" error.
+    endpoint: String,
 }
 
 impl KmsForwarder {
@@ -88,17 +90,36 @@ impl KmsForwarder {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
+        let environment = ["AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"].iter().find_map(|name| std::env::var(name).ok());
+        let endpoint = match (&options.endpoint_url, environment, config.region()) {
+            (Some(url), _, _) => url.clone(),
+            (None, Some(url), _) => url,
+            (None, None, Some(region)) => format!("the KMS endpoint of region {region}"),
+            (None, None, None) => "the KMS endpoint".to_owned(),
+        };
         let kms_config = aws_sdk_kms::config::Builder::from(&config).interceptor(RetryLogger).build();
-        Self { client: aws_sdk_kms::Client::from_conf(kms_config) }
+        Self { client: aws_sdk_kms::Client::from_conf(kms_config), endpoint }
     }
 
     /// Wraps an existing client.
     pub fn from_client(client: aws_sdk_kms::Client) -> Self {
-        Self { client }
+        Self { client, endpoint: "the KMS endpoint".to_owned() }
     }
 
-    /// Calls KMS for `operation`.
+    /// Calls KMS for `operation`. An "unreachable" error names the endpoint
+    /// and the flag that sets it.
     pub async fn forward(&self, operation: Operation) -> Result<Forwarded, ForwardError> {
+        let mut result = self.call(operation).await;
+        if let Err(ForwardError { error: ErrorFrame::KmsUnreachable { message }, .. }) = &mut result {
+            message.push_str(&format!(
+                "; check that {} is reachable from the parent, and parent-proxy's --endpoint-url",
+                self.endpoint
+            ));
+        }
+        result
+    }
+
+    async fn call(&self, operation: Operation) -> Result<Forwarded, ForwardError> {
         match operation {
             Operation::DeriveSharedSecret(request) => {
                 let response = self

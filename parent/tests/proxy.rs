@@ -247,7 +247,13 @@ async fn unreachable_kms_is_typed_within_timeout() {
     let started = Instant::now();
     let response = call(&mut stream, &derive_request(1)).await;
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-    assert!(matches!(response.result, Err(ErrorFrame::KmsUnreachable { .. })), "{:?}", response.result);
+    match response.result {
+        Err(ErrorFrame::KmsUnreachable { message }) => {
+            assert!(message.contains(&format!("check that {url} is reachable")), "{message}");
+            assert!(message.contains("--endpoint-url"), "{message}");
+        }
+        other => panic!("expected KmsUnreachable, got {other:?}"),
+    }
 }
 
 #[tokio::test]

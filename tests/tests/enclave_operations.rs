@@ -120,6 +120,22 @@ async fn decrypt_returns_what_encrypt_took() {
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&outfile).unwrap().permissions().mode() & 0o777, 0o600);
 
+    // An output file that cannot be written (a full device) is a local error: exit 2.
+    let output = flow.agent(
+        "decrypt",
+        &[
+            "--ciphertext-blob",
+            &fileb(&ciphertext_path),
+            "--encryption-context",
+            "purpose=test",
+            "--outfile",
+            "/dev/full",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot write --outfile /dev/full"), "{stderr}");
+
     // The wrong encryption context is KMS's InvalidCiphertextException: refused, exit 1.
     let output = flow
         .agent("decrypt", &["--ciphertext-blob", &fileb(&ciphertext_path), "--encryption-context", "purpose=other"]);

@@ -48,6 +48,33 @@ pub struct OutputArgs {
     pub outfile: Option<PathBuf>,
 }
 
+impl OutputArgs {
+    /// Checks, before anything is sent to KMS, that `--outfile` names a file
+    /// in an existing directory, so that a mistyped path does not cost a
+    /// KMS call whose result is then lost.
+    pub fn check(&self) -> Result<(), InputError> {
+        let Some(path) = &self.outfile else {
+            return Ok(());
+        };
+        let invalid = |message: String| InputError::Invalid { flag: "--outfile", message };
+        if path.is_dir() {
+            return Err(invalid(format!("{} is a directory; name a file in it", path.display())));
+        }
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => std::path::Path::new("."),
+        };
+        if !parent.is_dir() {
+            return Err(invalid(format!(
+                "directory {} of {} does not exist; create it or choose another path",
+                parent.display(),
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Output formats of the KMS subcommands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -217,6 +244,7 @@ fn context_argument(argument: Option<&str>) -> Result<std::collections::BTreeMap
 
 /// Runs `derive-shared-secret`.
 pub async fn derive_shared_secret(args: &DeriveSharedSecretArgs) -> anyhow::Result<()> {
+    args.output.check()?;
     let public_key = read_blob_argument("--public-key", &args.public_key)?;
     let salt = args.kdf_salt.as_deref().map(|s| read_binary_blob("--kdf-salt", s)).transpose()?;
     let info = args.kdf_info.as_deref().map(|s| read_binary_blob("--kdf-info", s)).transpose()?;
@@ -303,6 +331,7 @@ pub fn hkdf(kdf: Kdf, secret: &[u8], salt: &[u8], info: &[u8], length: usize) ->
 
 /// Runs `decrypt`.
 pub async fn decrypt(args: &DecryptArgs) -> anyhow::Result<()> {
+    args.output.check()?;
     let ciphertext_blob = read_binary_blob("--ciphertext-blob", &args.ciphertext_blob)?;
     let encryption_context = context_argument(args.encryption_context.as_deref())?;
     let client = client(&args.nsm, &args.connection)?;
@@ -323,6 +352,7 @@ pub async fn decrypt(args: &DecryptArgs) -> anyhow::Result<()> {
 
 /// Runs `generate-data-key`.
 pub async fn generate_data_key(args: &GenerateDataKeyArgs) -> anyhow::Result<()> {
+    args.output.check()?;
     let encryption_context = context_argument(args.encryption_context.as_deref())?;
     let client = client(&args.nsm, &args.connection)?;
 
@@ -342,6 +372,7 @@ pub async fn generate_data_key(args: &GenerateDataKeyArgs) -> anyhow::Result<()>
 
 /// Runs `generate-data-key-pair`.
 pub async fn generate_data_key_pair(args: &GenerateDataKeyPairArgs) -> anyhow::Result<()> {
+    args.output.check()?;
     let encryption_context = context_argument(args.encryption_context.as_deref())?;
     let client = client(&args.nsm, &args.connection)?;
 
@@ -366,6 +397,7 @@ pub async fn generate_data_key_pair(args: &GenerateDataKeyPairArgs) -> anyhow::R
 
 /// Runs `generate-random`.
 pub async fn generate_random(args: &GenerateRandomArgs) -> anyhow::Result<()> {
+    args.output.check()?;
     let client = client(&args.nsm, &args.connection)?;
     let random =
         client.generate_random(args.number_of_bytes).await.map_err(|error| request_error("GenerateRandom", error))?;
@@ -411,17 +443,12 @@ fn emit(output: &OutputArgs, secret_field: &str, secret: &[u8], mut fields: serd
 fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create --outfile {}", path.display()))?;
+    let failed = |error| InputError::Write { flag: "--outfile", path: path.display().to_string(), error };
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(failed)?;
     // An existing file keeps its mode on open; make it private too.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
-    file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+    file.write_all(bytes).map_err(failed)?;
     Ok(())
 }
 

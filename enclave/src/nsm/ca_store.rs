@@ -106,7 +106,7 @@ impl std::fmt::Debug for CaStore {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> NsmError + '_ {
-    move |source| NsmError::Io { path: path.to_owned(), source }
+    move |error| NsmError::Io { path: path.to_owned(), error }
 }
 
 fn crypto_error(action: &'static str) -> impl FnOnce(rcgen::Error) -> NsmError {

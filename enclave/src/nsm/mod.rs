@@ -94,8 +94,8 @@ pub enum NsmError {
     )]
     DeviceOpen { path: PathBuf, error: io::Error },
     /// Reading or writing a file of the CA store failed.
-    #[error("mock CA store file {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("mock CA store file {}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     /// A CA store file or directory is readable or writable by other users.
     #[error(
         "mock CA store path {} has mode {mode:04o}, which lets other users {access}; run `chmod {fix:o} {}`",
@@ -123,6 +123,9 @@ pub enum NsmError {
     /// The PCR file is invalid.
     #[error("PCR file {} is invalid: {reason}", path.display())]
     PcrFile { path: PathBuf, reason: String },
+    /// The PCR file could not be read.
+    #[error("cannot read PCR file {}: {error}", path.display())]
+    PcrFileRead { path: PathBuf, error: io::Error },
 }
 
 fn hint(code: NsmErrorCode) -> &'static str {

@@ -28,8 +28,7 @@ pub const LOCKED_AT_START: u32 = 16;
 
 /// Reads a PCR file and returns PCR index to 48-byte value.
 pub fn load_pcr_file(path: &Path) -> Result<BTreeMap<u32, [u8; PCR_LEN]>, NsmError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| NsmError::PcrFile { path: path.to_owned(), reason: format!("cannot read it: {e}") })?;
+    let text = std::fs::read_to_string(path).map_err(|error| NsmError::PcrFileRead { path: path.to_owned(), error })?;
     parse_pcr_json(&text).map_err(|reason| NsmError::PcrFile { path: path.to_owned(), reason })
 }
 
