@@ -38,11 +38,11 @@ pub const TARGET_PREFIX: &str = "TrentService.";
 /// Operations that run on the async worker that read the request. Their work
 /// is short (about 0.3 ms for a DeriveSharedSecret with a Recipient), so the
 /// two thread hand-offs of the blocking pool would add to it at low load.
-/// Key generation, RSA private-key operations and store writes run on the
-/// blocking pool. NOTE: one write can still happen inline, when a request
-/// names a key whose scheduled deletion date has passed and it is deleted.
-const INLINE_OPERATIONS: [&str; 5] =
-    ["DeriveSharedSecret", "GenerateDataKey", "GenerateRandom", "DescribeKey", "GetPublicKey"];
+/// Everything else, including key generation, RSA private-key parsing and
+/// store writes, runs on the blocking pool. NOTE: one write can still happen
+/// inline, when a request names a key whose scheduled deletion date has
+/// passed and it is deleted.
+const INLINE_OPERATIONS: [&str; 3] = ["DeriveSharedSecret", "GenerateDataKey", "GenerateRandom"];
 
 /// Builds the router that serves the KMS API for `kms`.
 pub fn router(kms: Arc<Kms>) -> Router {
