@@ -112,7 +112,7 @@ impl KmsForwarder {
         let mut result = self.call(operation).await;
         if let Err(ForwardError { error: ErrorFrame::KmsUnreachable { message }, .. }) = &mut result {
             message.push_str(&format!(
-                "; check that {} is reachable from the parent, and parent-proxy's --endpoint-url",
+                "; check that {} is reachable from the parent and that parent-proxy's --endpoint-url is correct",
                 self.endpoint
             ));
         }

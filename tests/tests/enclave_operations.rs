@@ -304,6 +304,7 @@ async fn bad_public_keys_exit_2_with_message() {
     let p384 = openssl_peer_key(flow.scratch.path(), "P-384").unwrap();
     let certificate = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/aws-nitro-enclaves-root-g1.pem");
 
+    let path_hint = format!("pass fileb://{}", peer.public_der.display());
     let cases: Vec<(String, &str)> = vec![
         (twice, "encoded twice"),
         (fileb(&peer.private_pem), "private key"),
@@ -311,7 +312,9 @@ async fn bad_public_keys_exit_2_with_message() {
         (fileb(&secp256k1_public), "secp256k1"),
         (fileb(&p384.public_der), "ValidationException"),
         ("fileb:///nonexistent/peer.der".to_owned(), "/nonexistent/peer.der"),
-        ("not a key".to_owned(), "neither DER, PEM nor base64"),
+        ("not a key".to_owned(), "invalid --public-key: `not a key` is neither PEM nor base64 of DER"),
+        ("/nonexistent/peer.der".to_owned(), "`/nonexistent/peer.der` is neither PEM nor base64 of DER"),
+        (peer.public_der.to_str().unwrap().to_owned(), &path_hint),
     ];
     for (public_key, expected) in cases {
         let output = flow.agent("derive-shared-secret", &["--key-id", &key_id, "--public-key", &public_key]);

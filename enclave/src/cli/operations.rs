@@ -20,6 +20,7 @@ use crate::client::{
 use crate::input::{InputError, parse_encryption_context, read_binary_blob, read_blob_argument};
 use crate::key::RsaKeySize;
 use crate::parent::ParentClient;
+use recipient_common::public_key;
 use recipient_common::transport::{Address, DEFAULT_PARENT_ADDRESS};
 
 /// Connection to the parent and the ephemeral key.
@@ -246,6 +247,19 @@ fn context_argument(argument: Option<&str>) -> Result<std::collections::BTreeMap
 pub async fn derive_shared_secret(args: &DeriveSharedSecretArgs) -> anyhow::Result<()> {
     args.output.check()?;
     let public_key = read_blob_argument("--public-key", &args.public_key)?;
+    let inline = !args.public_key.starts_with("fileb://") && !args.public_key.starts_with("file://");
+    if inline && matches!(public_key::recognise(&public_key), Err(public_key::PublicKeyError::Unrecognised)) {
+        // Name the value: it is often a file path given without fileb://.
+        let shown: String = args.public_key.chars().take(60).collect();
+        return Err(InputError::Invalid {
+            flag: "--public-key",
+            message: format!(
+                "`{shown}` is neither PEM nor base64 of DER, and no file of that name exists; \
+                 pass a DER file with fileb://PATH"
+            ),
+        }
+        .into());
+    }
     let salt = args.kdf_salt.as_deref().map(|s| read_binary_blob("--kdf-salt", s)).transpose()?;
     let info = args.kdf_info.as_deref().map(|s| read_binary_blob("--kdf-info", s)).transpose()?;
     if let Some(kdf) = args.kdf {
