@@ -256,10 +256,36 @@ impl aws_sdk_kms::config::Intercept for RetryLogger {
         if attempt > 1 {
             let operation =
                 cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map_or("KMS", |m| m.name());
-            tracing::warn!(attempt, operation, "retrying KMS call");
+            let previous = cfg.load::<AttemptFailure>().map_or("-", |failure| failure.0.as_str());
+            tracing::warn!(attempt, operation, previous_error = previous, "retrying KMS call");
         }
         Ok(())
     }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_sdk_kms::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _components: &aws_sdk_kms::config::RuntimeComponents,
+        cfg: &mut aws_sdk_kms::config::ConfigBag,
+    ) -> Result<(), aws_sdk_kms::error::BoxError> {
+        if let Some(Err(error)) = context.output_or_error() {
+            let status = context.response().map(|response| response.status().as_u16());
+            let text = match status {
+                Some(status) => format!("HTTP {status}: {}", error_chain(error)),
+                None => error_chain(error),
+            };
+            cfg.interceptor_state().store_put(AttemptFailure(text));
+        }
+        Ok(())
+    }
+}
+
+/// The error of the last failed attempt, for the log line of the retry.
+#[derive(Debug, Clone)]
+struct AttemptFailure(String);
+
+impl aws_smithy_types::config_bag::Storable for AttemptFailure {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
 }
 
 fn recipient_info(recipient: Recipient) -> RecipientInfo {

@@ -282,6 +282,8 @@ async fn retry_after_500_succeeds_and_is_logged() {
     let log = read_log(scratch.path());
     assert!(log.contains("retrying KMS call"), "{log}");
     assert!(log.contains("attempt=2"), "{log}");
+    assert!(log.contains(r#"previous_error="HTTP 500: "#), "{log}");
+    assert!(log.contains("[KMSInternalException]: try again"), "{log}");
 }
 
 #[tokio::test]
