@@ -250,11 +250,11 @@ pub async fn derive_shared_secret(args: &DeriveSharedSecretArgs) -> anyhow::Resu
     let inline = !args.public_key.starts_with("fileb://") && !args.public_key.starts_with("file://");
     if inline && matches!(public_key::recognise(&public_key), Err(public_key::PublicKeyError::Unrecognised)) {
         // Name the value: it is often a file path given without fileb://.
-        let shown: String = args.public_key.chars().take(60).collect();
+        let value: String = args.public_key.chars().take(60).collect();
         return Err(InputError::Invalid {
             flag: "--public-key",
             message: format!(
-                "`{shown}` is neither PEM nor base64 of DER, and no file of that name exists; \
+                "`{value}` is neither PEM nor base64 of DER, and no file of that name exists; \
                  pass a DER file with fileb://PATH"
             ),
         }
