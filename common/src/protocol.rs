@@ -506,8 +506,9 @@ const KEPT_CAPACITY: usize = 64 * 1024;
 /// Reader of frames from a stream with as few reads as the stream allows.
 /// One read takes every byte the stream has ready, up to 16 KiB past the
 /// current frame, so frames sent back to back cost one system call between
-/// them. A reader that has not yet received a byte has no buffer, so idle
-/// connections cost little memory.
+/// them. Until its first frame arrives, a reader requests only the length
+/// prefix and keeps a buffer of a few bytes, so idle connections cost little
+/// memory.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
@@ -556,7 +557,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.start = 0;
             }
             // Until the first frame has arrived, only the length prefix is
-            // requested, so a connection that never sends has no buffer.
+            // requested, so a connection that never sends keeps a buffer of a
+            // few bytes.
             let ahead = if self.buffer.capacity() == 0 { 0 } else { READ_AHEAD };
             self.buffer.reserve(missing.max(ahead.saturating_sub(self.buffer.len())));
             if self.inner.read_buf(&mut self.buffer).await? == 0 {
