@@ -51,8 +51,36 @@ pub struct AttestationDocument {
 /// or not), the ES384 algorithm, the signature length and every payload field
 /// bound are checked, the signature and the chain are not.
 pub fn parse(bytes: &[u8]) -> Result<AttestationDocument, AttestationError> {
-    let cose = cose::CoseSign1::decode(bytes)?;
-    payload::parse_payload(&cose.payload)
+    ParsedDocument::parse(bytes).map(ParsedDocument::into_document)
+}
+
+/// A document parsed as [`parse`] does, with its COSE_Sign1 kept for
+/// [`Verifier::verify_parsed`]. A caller that must tell a malformed document
+/// from one that fails verification parses with this type and then verifies,
+/// without decoding the document twice.
+#[derive(Debug)]
+pub struct ParsedDocument {
+    cose: cose::CoseSign1,
+    document: AttestationDocument,
+}
+
+impl ParsedDocument {
+    /// Parses a document without verifying it; see [`parse`].
+    pub fn parse(bytes: &[u8]) -> Result<Self, AttestationError> {
+        let cose = cose::CoseSign1::decode(bytes)?;
+        let document = payload::parse_payload(&cose.payload)?;
+        Ok(Self { cose, document })
+    }
+
+    /// Returns the payload, not verified.
+    pub fn document(&self) -> &AttestationDocument {
+        &self.document
+    }
+
+    /// Returns the payload, not verified.
+    pub fn into_document(self) -> AttestationDocument {
+        self.document
+    }
 }
 
 /// Encodes `document` as an untagged COSE_Sign1 signed with ES384 by the

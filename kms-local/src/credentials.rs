@@ -57,11 +57,33 @@ pub struct Principal {
     pub arn: String,
     /// The account of `arn` (the `kms:CallerAccount` condition key).
     pub account_id: String,
+    /// The SigV4 signing key of the last scope verified (date and region),
+    /// because a client signs with the same one all day.
+    signing_key: std::sync::Mutex<Option<(String, String, aws_lc_rs::hmac::Key)>>,
 }
 
 impl Principal {
+    fn new(access_key_id: String, secret_access_key: Zeroizing<String>, arn: String, account_id: String) -> Self {
+        Self { access_key_id, secret_access_key, arn, account_id, signing_key: std::sync::Mutex::new(None) }
+    }
+
     pub fn secret_access_key(&self) -> &str {
         &self.secret_access_key
+    }
+
+    /// Returns the SigV4 signing key of `date` (YYYYMMDD), `region` and the
+    /// service `kms`, derived from the secret on first use.
+    pub fn signing_key(&self, date: &str, region: &str) -> aws_lc_rs::hmac::Key {
+        let mut last = self.signing_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((last_date, last_region, key)) = &*last
+            && last_date == date
+            && last_region == region
+        {
+            return key.clone();
+        }
+        let key = crate::sigv4::signing_key(self.secret_access_key(), date, region, crate::sigv4::SERVICE);
+        *last = Some((date.to_owned(), region.to_owned(), key.clone()));
+        key
     }
 }
 
@@ -109,12 +131,12 @@ impl Credentials {
     /// Returns the development pair: [`DEV_ACCESS_KEY_ID`] signing as the root of
     /// [`DEV_ACCOUNT_ID`] in [`DEV_REGION`].
     pub fn development() -> Self {
-        let principal = Principal {
-            access_key_id: DEV_ACCESS_KEY_ID.to_owned(),
-            secret_access_key: Zeroizing::new(DEV_SECRET_ACCESS_KEY.to_owned()),
-            arn: format!("arn:aws:iam::{DEV_ACCOUNT_ID}:root"),
-            account_id: DEV_ACCOUNT_ID.to_owned(),
-        };
+        let principal = Principal::new(
+            DEV_ACCESS_KEY_ID.to_owned(),
+            Zeroizing::new(DEV_SECRET_ACCESS_KEY.to_owned()),
+            format!("arn:aws:iam::{DEV_ACCOUNT_ID}:root"),
+            DEV_ACCOUNT_ID.to_owned(),
+        );
         Self {
             account_id: DEV_ACCOUNT_ID.to_owned(),
             region: DEV_REGION.to_owned(),
@@ -165,12 +187,9 @@ impl Credentials {
                     entry.access_key_id
                 ))
             })?;
-            let principal = Principal {
-                access_key_id: entry.access_key_id.clone(),
-                secret_access_key: entry.secret_access_key,
-                account_id: principal_account.to_owned(),
-                arn,
-            };
+            let principal_account = principal_account.to_owned();
+            let principal =
+                Principal::new(entry.access_key_id.clone(), entry.secret_access_key, arn, principal_account);
             if principals.insert(entry.access_key_id.clone(), principal).is_some() {
                 return Err(invalid(format!("access key {} is listed twice", entry.access_key_id)));
             }

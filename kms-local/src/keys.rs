@@ -206,7 +206,7 @@ impl KeyMaterial {
         let der = if spec.rsa_size().is_some() {
             self.rsa_key(spec)?.public_key().as_der().map(|der| der.as_ref().to_vec())
         } else {
-            self.ecdh_key(spec)?
+            self.agreement_key(spec)?
                 .compute_public_key()
                 .and_then(|public| AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(&public))
                 .map(|der| der.as_ref().to_vec())
@@ -214,22 +214,10 @@ impl KeyMaterial {
         der.map_err(|_| KmsError::internal(format!("cannot encode the public key of a {spec} key")))
     }
 
-    /// Computes the ECDH shared secret with the peer's public key, which must
-    /// be a DER SubjectPublicKeyInfo on the key's curve. The result is the raw
-    /// x-coordinate, with no KDF applied.
+    /// Computes the ECDH shared secret with the peer's public key; see
+    /// [`derive_shared_secret`].
     pub fn derive_shared_secret(&self, spec: KeySpec, peer_spki: &[u8]) -> KmsResult<Zeroizing<Vec<u8>>> {
-        let (algorithm, curve, curve_name) = ecdh_parameters(spec)?;
-        let point = parse_peer_public_key(peer_spki, curve, curve_name)?;
-        let private = self.ecdh_key(spec)?;
-        let peer = agreement::UnparsedPublicKey::new(algorithm, point);
-        agreement::agree(
-            &private,
-            peer,
-            KmsError::validation(format!(
-                "PublicKey is not a valid point on {curve_name}; pass the peer's {curve_name} public key"
-            )),
-            |secret| Ok(Zeroizing::new(secret.to_vec())),
-        )
+        derive_shared_secret(&self.agreement_key(spec)?, spec, peer_spki)
     }
 
     /// Encrypts with RSAES-OAEP; `plaintext` must fit the key and algorithm.
@@ -307,11 +295,33 @@ impl KeyMaterial {
             .map_err(|_| KmsError::internal(format!("stored key material is not a {spec} PKCS#8 key")))
     }
 
-    fn ecdh_key(&self, spec: KeySpec) -> KmsResult<agreement::PrivateKey> {
+    /// Parses the material of an ECC key as its key-agreement private key.
+    pub fn agreement_key(&self, spec: KeySpec) -> KmsResult<agreement::PrivateKey> {
         let (algorithm, _, _) = ecdh_parameters(spec)?;
         agreement::PrivateKey::from_private_key_der(algorithm, &self.0)
             .map_err(|_| KmsError::internal(format!("stored key material is not a {spec} PKCS#8 key")))
     }
+}
+
+/// Computes the ECDH shared secret of `private`, a key of `spec`, with the
+/// peer's public key, which must be a DER SubjectPublicKeyInfo on the key's
+/// curve. The result is the raw x-coordinate, with no KDF applied.
+pub fn derive_shared_secret(
+    private: &agreement::PrivateKey,
+    spec: KeySpec,
+    peer_spki: &[u8],
+) -> KmsResult<Zeroizing<Vec<u8>>> {
+    let (algorithm, curve, curve_name) = ecdh_parameters(spec)?;
+    let point = parse_peer_public_key(peer_spki, curve, curve_name)?;
+    let peer = agreement::UnparsedPublicKey::new(algorithm, point);
+    agreement::agree(
+        private,
+        peer,
+        KmsError::validation(format!(
+            "PublicKey is not a valid point on {curve_name}; pass the peer's {curve_name} public key"
+        )),
+        |secret| Ok(Zeroizing::new(secret.to_vec())),
+    )
 }
 
 /// A new data key pair: the private key as PKCS#8 DER and the public key as

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use recipient_common::attestation::{AttestationError, TimeMode, Verifier, VerifyOptions};
+use recipient_common::attestation::{AttestationError, ParsedDocument, TimeMode, Verifier, VerifyOptions};
 use serde::Deserialize;
 
 use crate::blob::Blob;
@@ -86,11 +86,11 @@ impl RecipientVerifier {
             }
         }
 
-        recipient_common::attestation::parse(document).map_err(|error| {
+        let parsed = ParsedDocument::parse(document).map_err(|error| {
             KmsError::validation(format!("Recipient.AttestationDocument is not a valid attestation document: {error}"))
         })?;
         let options = VerifyOptions { time: TimeMode::Live { max_age: self.max_age }, allow_debug: true };
-        let verified = self.verifier.verify(document, &options).map_err(|error| {
+        let verified = self.verifier.verify_parsed(parsed, &options).map_err(|error| {
             let hint = if matches!(error, AttestationError::UntrustedRoot { .. }) {
                 " (kms-local trusts the AWS Nitro Enclaves root G1 and each root given with --trust-root)"
             } else {

@@ -2,15 +2,18 @@
 //!
 //! Every response carries `x-amzn-RequestId` and the content type
 //! `application/x-amz-json-1.1`. A request is read up to
-//! [`MAX_REQUEST_BODY`] bytes, authenticated with SigV4, then run on the
-//! blocking thread pool (the store fsyncs and RSA key generation takes
-//! seconds), so slow requests never stall the connection tasks.
+//! [`MAX_REQUEST_BODY`] bytes, authenticated with SigV4, then run: the short
+//! operations in `INLINE_OPERATIONS` on the connection's task, the others on
+//! the blocking thread pool (the store fsyncs and RSA key generation takes
+//! seconds), so slow requests never stall the connection tasks. Each
+//! request's log line is written once its response has left.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -20,7 +23,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::{ErrorKind, KmsError, KmsResult};
@@ -46,7 +49,55 @@ const INLINE_OPERATIONS: [&str; 3] = ["DeriveSharedSecret", "GenerateDataKey", "
 
 /// Builds the router that serves the KMS API for `kms`.
 pub fn router(kms: Arc<Kms>) -> Router {
-    Router::new().fallback(handle).with_state(kms)
+    router_with_log(kms, Arc::default())
+}
+
+fn router_with_log(kms: Arc<Kms>, log: Arc<RequestLog>) -> Router {
+    Router::new().fallback(handle).with_state(ServerState { kms, log })
+}
+
+#[derive(Clone)]
+struct ServerState {
+    kms: Arc<Kms>,
+    log: Arc<RequestLog>,
+}
+
+/// How long [`serve`] waits, after the last connection closed, for request
+/// log lines that are still to be written.
+const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Writes each request's log line after its response has left: the line is
+/// handed to a task that runs once the connection task has written the
+/// response, so formatting and writing it do not delay the caller.
+#[derive(Default)]
+struct RequestLog {
+    /// Lines handed over and not yet written.
+    pending: AtomicUsize,
+    written: Notify,
+}
+
+impl RequestLog {
+    fn write_later(self: &Arc<Self>, line: impl FnOnce() + Send + 'static) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let log = Arc::clone(self);
+        tokio::spawn(async move {
+            line();
+            if log.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                log.written.notify_waiters();
+            }
+        });
+    }
+
+    /// Waits until every line handed over has been written.
+    async fn flush(&self) {
+        loop {
+            let written = self.written.notified();
+            if self.pending.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            written.await;
+        }
+    }
 }
 
 /// Serves the KMS API on `listener` until `shutdown` completes. Connections
@@ -56,7 +107,12 @@ pub async fn serve(
     kms: Arc<Kms>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(kms)).with_graceful_shutdown(shutdown).await
+    let log = Arc::new(RequestLog::default());
+    let served = axum::serve(listener, router_with_log(kms, Arc::clone(&log))).with_graceful_shutdown(shutdown).await;
+    if tokio::time::timeout(LOG_FLUSH_TIMEOUT, log.flush()).await.is_err() {
+        tracing::warn!(unwritten = log.pending.load(Ordering::SeqCst), "request log lines still unwritten at shutdown");
+    }
+    served
 }
 
 /// A server running on a tokio task, for tests and embedding.
@@ -113,7 +169,7 @@ impl Drop for RunningServer {
     }
 }
 
-async fn handle(State(kms): State<Arc<Kms>>, request: Request) -> Response {
+async fn handle(State(ServerState { kms, log }): State<ServerState>, request: Request) -> Response {
     let started = Instant::now();
     let request_id = new_uuid();
     let (parts, body) = request.into_parts();
@@ -126,22 +182,45 @@ async fn handle(State(kms): State<Arc<Kms>>, request: Request) -> Response {
 
     let outcome = process(&kms, &parts, body, &request_id, &operation).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (status, body) = match outcome {
-        Ok((principal, value)) => {
-            tracing::info!(request_id, operation, principal, status = 200, elapsed_ms, "request handled");
-            (StatusCode::OK, value)
-        }
+    let (status, body, line) = match outcome {
+        Ok((principal, value)) => (StatusCode::OK, value, Outcome::Handled { principal }),
         Err(error) => {
             let status = error.kind.status();
-            if error.kind == ErrorKind::Internal {
-                tracing::error!(request_id, operation, status = status.as_u16(), error = %error, elapsed_ms, "request failed");
-            } else {
-                tracing::info!(request_id, operation, status = status.as_u16(), error = %error, elapsed_ms, "request rejected");
-            }
-            (status, json!({ "__type": error.kind.name(), "message": error.message }))
+            let body = json!({ "__type": error.kind.name(), "message": error.message });
+            (status, body, Outcome::Failed { error })
         }
     };
-    respond(status, &body, &request_id)
+    let response = respond(status, &body, &request_id);
+    let status = status.as_u16();
+    let write = move || line.write(&request_id, &operation, status, elapsed_ms);
+    if tracing::enabled!(tracing::Level::INFO) {
+        log.write_later(write);
+    } else {
+        write();
+    }
+    response
+}
+
+/// The outcome that a request's log line reports.
+enum Outcome {
+    Handled { principal: String },
+    Failed { error: KmsError },
+}
+
+impl Outcome {
+    fn write(self, request_id: &str, operation: &str, status: u16, elapsed_ms: f64) {
+        match self {
+            Outcome::Handled { principal } => {
+                tracing::info!(request_id, operation, principal, status, elapsed_ms, "request handled");
+            }
+            Outcome::Failed { error } if error.kind == ErrorKind::Internal => {
+                tracing::error!(request_id, operation, status, error = %error, elapsed_ms, "request failed");
+            }
+            Outcome::Failed { error } => {
+                tracing::info!(request_id, operation, status, error = %error, elapsed_ms, "request rejected");
+            }
+        }
+    }
 }
 
 fn respond(status: StatusCode, body: &Value, request_id: &str) -> Response {
@@ -217,4 +296,28 @@ async fn process(
             .map_err(|error| KmsError::internal(format!("request task failed: {error}")))??
     };
     Ok((principal_arn, value))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_waits_for_pending_lines() {
+        let log = Arc::new(RequestLog::default());
+        let written = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let written = Arc::clone(&written);
+            log.write_later(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                written.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        tokio::time::timeout(Duration::from_secs(5), log.flush()).await.unwrap();
+        assert_eq!(written.load(Ordering::SeqCst), 3);
+        assert_eq!(log.pending.load(Ordering::SeqCst), 0);
+        // With nothing pending, flush returns at once.
+        tokio::time::timeout(Duration::from_millis(100), log.flush()).await.unwrap();
+    }
 }

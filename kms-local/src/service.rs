@@ -6,8 +6,11 @@
 //! `Recipient` attestation document, the key policy, the key state, the key
 //! usage, then `DryRun`, and only then performs the cryptography.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::agreement;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -19,8 +22,8 @@ use crate::blob::Blob;
 use crate::credentials::{Credentials, Principal};
 use crate::error::{ErrorKind, KmsError, KmsResult};
 use crate::keys::{
-    DataKeyPairSpec, EncryptionAlgorithm, KeyMaterial, KeySpec, KeyState, KeyUsage, generate_data_key_pair,
-    random_bytes,
+    DataKeyPairSpec, EncryptionAlgorithm, KeyMaterial, KeySpec, KeyState, KeyUsage, derive_shared_secret,
+    generate_data_key_pair, random_bytes,
 };
 use crate::policy::{Policy, RequestContext, default_policy};
 use crate::recipient::{RecipientParam, RecipientVerifier, VerifiedRecipient, envelope};
@@ -51,6 +54,52 @@ pub struct Kms {
     store: Store,
     credentials: Credentials,
     recipient: RecipientVerifier,
+    /// Parsed key policies by their text.
+    policies: ParsedCache<Policy>,
+    /// Parsed key-agreement private keys by key id. Key material is written
+    /// once, when the key is created, so an entry never goes stale.
+    agreement_keys: ParsedCache<agreement::PrivateKey>,
+}
+
+/// Maximum number of entries in a [`ParsedCache`]; a full cache is emptied.
+const MAX_PARSED_ENTRIES: usize = 1024;
+
+/// Values parsed from stored data that does not change for its cache key, so
+/// that repeated requests on the same key skip the parsing.
+struct ParsedCache<V> {
+    entries: std::sync::Mutex<HashMap<String, Arc<V>>>,
+}
+
+impl<V> Default for ParsedCache<V> {
+    fn default() -> Self {
+        Self { entries: std::sync::Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<V> std::fmt::Debug for ParsedCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ParsedCache({} entries)", self.lock().len())
+    }
+}
+
+impl<V> ParsedCache<V> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<V>>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Returns the value for `key`, parsing it with `parse` if it is not cached.
+    fn get_or_parse(&self, key: &str, parse: impl FnOnce() -> KmsResult<V>) -> KmsResult<Arc<V>> {
+        if let Some(value) = self.lock().get(key) {
+            return Ok(Arc::clone(value));
+        }
+        let value = Arc::new(parse()?);
+        let mut entries = self.lock();
+        if entries.len() >= MAX_PARSED_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key.to_owned(), Arc::clone(&value));
+        Ok(value)
+    }
 }
 
 /// The authenticated caller of one request.
@@ -302,6 +351,8 @@ impl Kms {
             store,
             credentials: config.credentials,
             recipient: RecipientVerifier::new(verifier, config.max_document_age),
+            policies: ParsedCache::default(),
+            agreement_keys: ParsedCache::default(),
         })
     }
 
@@ -416,7 +467,7 @@ impl Kms {
         recipient: Option<&VerifiedRecipient>,
     ) -> KmsResult<()> {
         let arn = self.key_arn(&record.key_id);
-        let policy = Policy::parse(&record.policy)?;
+        let policy = self.policies.get_or_parse(&record.policy, || Policy::parse(&record.policy))?;
         let context = RequestContext {
             principal_arn: &caller.principal.arn,
             caller_account: &caller.principal.account_id,
@@ -1223,8 +1274,10 @@ impl Kms {
         self.authorize(caller, "kms:DeriveSharedSecret", &record, recipient.as_ref())?;
         self.require_enabled(&record)?;
         self.require_usage(&record, KeyUsage::KeyAgreement, "DeriveSharedSecret")?;
-        let secret =
-            self.store.material(&record.key_id)?.derive_shared_secret(record.key_spec, public_key.as_slice())?;
+        let private = self
+            .agreement_keys
+            .get_or_parse(&record.key_id, || self.store.material(&record.key_id)?.agreement_key(record.key_spec))?;
+        let secret = derive_shared_secret(&private, record.key_spec, public_key.as_slice())?;
         if request.dry_run {
             return Err(KmsError::dry_run_succeeded());
         }

@@ -112,7 +112,7 @@ pub fn verify<'c>(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
         hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
     );
-    let key = signing_key(principal.secret_access_key(), authorization.date, authorization.region, SERVICE);
+    let key = principal.signing_key(authorization.date, authorization.region);
     let signature = hex::decode(authorization.signature)
         .map_err(|_| incomplete(format!("Signature {:?} is not hex", authorization.signature)))?;
     hmac::verify(&key, string_to_sign.as_bytes(), &signature).map_err(|_| {
@@ -208,26 +208,41 @@ fn canonical_request(
     signed_headers: &[&str],
     body: &[u8],
 ) -> Result<String, KmsError> {
-    let mut canonical_headers = String::new();
+    let path = if uri.path().is_empty() { "/" } else { uri.path() };
+    let mut canonical = String::with_capacity(1024);
+    canonical.push_str(method.as_str());
+    canonical.push('\n');
+    canonical.push_str(path);
+    canonical.push('\n');
+    canonical.push_str(&canonical_query(uri.query().unwrap_or("")));
+    canonical.push('\n');
     for name in signed_headers {
-        let mut values = Vec::new();
-        for value in headers.get_all(*name) {
-            let value = value.to_str().map_err(|_| incomplete(format!("signed header {name} is not visible ASCII")))?;
-            values.push(value.split_whitespace().collect::<Vec<_>>().join(" "));
-        }
-        if values.is_empty() {
+        canonical.push_str(name);
+        canonical.push(':');
+        let mut values = headers.get_all(*name).iter().peekable();
+        if values.peek().is_none() {
             return Err(invalid(format!("header {name} is listed in SignedHeaders but absent from the request")));
         }
-        canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
+        for (index, value) in values.enumerate() {
+            let value = value.to_str().map_err(|_| incomplete(format!("signed header {name} is not visible ASCII")))?;
+            if index > 0 {
+                canonical.push(',');
+            }
+            // Runs of spaces inside a value become one space.
+            for (word_index, word) in value.split_whitespace().enumerate() {
+                if word_index > 0 {
+                    canonical.push(' ');
+                }
+                canonical.push_str(word);
+            }
+        }
+        canonical.push('\n');
     }
-
-    let path = if uri.path().is_empty() { "/" } else { uri.path() };
-    Ok(format!(
-        "{method}\n{path}\n{}\n{canonical_headers}\n{}\n{}",
-        canonical_query(uri.query().unwrap_or("")),
-        signed_headers.join(";"),
-        hex::encode(digest::digest(&digest::SHA256, body))
-    ))
+    canonical.push('\n');
+    canonical.push_str(&signed_headers.join(";"));
+    canonical.push('\n');
+    canonical.push_str(&hex::encode(digest::digest(&digest::SHA256, body)));
+    Ok(canonical)
 }
 
 /// Sorts the query parameters by name and value, as SigV4 requires. The
@@ -279,6 +294,26 @@ mod tests {
     fn check(headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<String, KmsError> {
         let credentials = Credentials::development();
         verify(&credentials, &Method::POST, &Uri::from_static("/"), headers, body, now).map(|p| p.arn.clone())
+    }
+
+    #[test]
+    fn signing_key_follows_scope_date() {
+        // The principal keeps the last day's signing key; a request of another
+        // day, and a return to the first, must each verify with their own.
+        let credentials = Credentials::development();
+        let verify_at = |amz_date: &str| {
+            let headers = signed_headers("kms-local-example-secret", amz_date, "us-east-1", b"{}");
+            verify(&credentials, &Method::POST, &Uri::from_static("/"), &headers, b"{}", at(amz_date)).map(|_| ())
+        };
+        for amz_date in ["20260101T000000Z", "20260102T000000Z", "20260101T120000Z", "20260102T235959Z"] {
+            verify_at(amz_date).unwrap_or_else(|error| panic!("{amz_date}: {error}"));
+        }
+        // A wrong secret still fails on a day whose key is cached.
+        let headers = signed_headers("not-the-secret", "20260102T000000Z", "us-east-1", b"{}");
+        let error =
+            verify(&credentials, &Method::POST, &Uri::from_static("/"), &headers, b"{}", at("20260102T000000Z"))
+                .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::InvalidSignature);
     }
 
     #[test]

@@ -41,6 +41,29 @@ fn spawn(args: &[&str]) -> Process {
     Process { child, endpoint }
 }
 
+/// Starts an ephemeral kms-local that logs at `level` to a pipe, which
+/// [`stderr_after_exit`] reads.
+fn spawn_logging(level: &str) -> Process {
+    let mut child = command(&["--listen", "127.0.0.1:0", "--ephemeral"])
+        .env("RUST_LOG", level)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let endpoint = line.trim_end().strip_prefix("kms-local listening on ").unwrap().to_owned();
+    Process { child, endpoint }
+}
+
+/// Returns what a process from [`spawn_logging`] wrote to stderr; call it
+/// after the process has exited.
+fn stderr_after_exit(process: &mut Process) -> String {
+    let mut stderr = String::new();
+    process.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    stderr
+}
+
 /// Runs kms-local to completion and returns its exit code and stderr.
 fn run_failing(args: &[&str]) -> (i32, String) {
     let output = command(args).output().unwrap();
@@ -258,16 +281,7 @@ async fn sigkill_during_burst_keeps_acknowledged_writes() {
 
 #[tokio::test]
 async fn policy_denial_logs_deciding_statement() {
-    let mut child = command(&["--listen", "127.0.0.1:0", "--ephemeral"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let endpoint = line.trim_end().strip_prefix("kms-local listening on ").unwrap().to_owned();
-    let mut process = Process { child, endpoint };
+    let mut process = spawn_logging("warn");
 
     let client = client(&process.endpoint);
     let key_id = client
@@ -289,8 +303,7 @@ async fn policy_denial_logs_deciding_statement() {
     assert_eq!(error_parts(&error).0, "AccessDeniedException");
     assert_eq!(terminate(&mut process), 0);
 
-    let mut stderr = String::new();
-    process.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let stderr = stderr_after_exit(&mut process);
     let denial = stderr
         .lines()
         .find(|line| line.contains("key policy denies the request"))
@@ -299,4 +312,32 @@ async fn policy_denial_logs_deciding_statement() {
     assert!(denial.contains(&key_id), "{denial}");
     assert!(!stderr.contains("kms-local-example-secret"), "the secret must not be logged");
     assert!(!stderr.contains("c2VjcmV0IHBsYWludGV4dA"), "the plaintext must not be logged");
+}
+
+#[tokio::test]
+async fn request_lines_are_written_before_exit() {
+    // Request lines are written after the response leaves; every request
+    // still gets its line, with its id, by the time the process has exited.
+    let mut process = spawn_logging("info");
+
+    let client = client(&process.endpoint);
+    let mut request_ids = Vec::new();
+    for _ in 0..20 {
+        let output = client.generate_random().number_of_bytes(16).send().await.unwrap();
+        assert_eq!(output.plaintext().unwrap().as_ref().len(), 16);
+        let id = aws_sdk_kms::operation::RequestId::request_id(&output).unwrap().to_owned();
+        request_ids.push(id);
+    }
+    assert_eq!(terminate(&mut process), 0);
+
+    let stderr = stderr_after_exit(&mut process);
+    for id in &request_ids {
+        let line = stderr
+            .lines()
+            .find(|line| line.contains(id.as_str()))
+            .unwrap_or_else(|| panic!("no line for request {id}: {stderr}"));
+        assert!(line.contains("request handled"), "{line}");
+        assert!(line.contains("operation=\"GenerateRandom\""), "{line}");
+        assert!(line.contains("status=200"), "{line}");
+    }
 }

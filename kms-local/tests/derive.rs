@@ -248,3 +248,58 @@ async fn every_response_has_request_id() {
     let error = client.describe_key().key_id("alias/missing").send().await.unwrap_err();
     assert!(error.as_service_error().and_then(|e| e.meta().request_id()).is_some_and(|id| id.len() == 36));
 }
+
+#[tokio::test]
+async fn derive_follows_key_and_policy() {
+    // kms-local keeps parsed private keys and policies between requests; each
+    // request must still use its own key and the key's current policy.
+    let server = start(Config::ephemeral()).await;
+    let client = client(&server.endpoint());
+    let first = create_ecc_key(&client, KeySpec::EccNistP256).await;
+    let second = create_ecc_key(&client, KeySpec::EccNistP256).await;
+    let (peer_private, peer_spki) = peer(&agreement::ECDH_P256);
+
+    let derive = |key_id: String| {
+        let client = client.clone();
+        let peer_spki = peer_spki.clone();
+        async move {
+            client
+                .derive_shared_secret()
+                .key_id(key_id)
+                .key_agreement_algorithm(KeyAgreementAlgorithmSpec::Ecdh)
+                .public_key(Blob::new(peer_spki))
+                .send()
+                .await
+        }
+    };
+    let mut secrets = Vec::new();
+    for key_id in [&first, &second] {
+        let public = client.get_public_key().key_id(key_id).send().await.unwrap();
+        let public = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, public.public_key().unwrap().as_ref());
+        secrets.push(agreement::agree(&peer_private, public, (), |z| Ok(z.to_vec())).unwrap());
+    }
+    let [first_secret, second_secret] = <[Vec<u8>; 2]>::try_from(secrets).unwrap();
+    assert_ne!(first_secret, second_secret);
+    for key_id in [&first, &second, &first, &second] {
+        let derived = derive(key_id.clone()).await.unwrap();
+        let want = if key_id == &first { &first_secret } else { &second_secret };
+        assert_eq!(derived.shared_secret().unwrap().as_ref(), want.as_slice(), "{key_id}");
+    }
+
+    let deny = r#"{"Statement": [
+        {"Sid": "Admin", "Effect": "Allow", "Principal": {"AWS": "111122223333"}, "Action": "kms:*", "Resource": "*"},
+        {"Sid": "NoDerive", "Effect": "Deny", "Principal": "*", "Action": "kms:DeriveSharedSecret", "Resource": "*"}]}"#;
+    client.put_key_policy().key_id(&first).policy(deny).send().await.unwrap();
+    let error = derive(first.clone()).await.unwrap_err();
+    let (code, message) = error_parts(&error);
+    assert_eq!(code, "AccessDeniedException");
+    assert!(message.contains("kms:DeriveSharedSecret"), "{message}");
+    // The other key keeps its own policy.
+    assert!(derive(second.clone()).await.is_ok());
+
+    let allow = r#"{"Statement": [
+        {"Sid": "Admin", "Effect": "Allow", "Principal": {"AWS": "111122223333"}, "Action": "kms:*", "Resource": "*"}]}"#;
+    client.put_key_policy().key_id(&first).policy(allow).send().await.unwrap();
+    let derived = derive(first.clone()).await.unwrap();
+    assert_eq!(derived.shared_secret().unwrap().as_ref(), first_secret.as_slice());
+}

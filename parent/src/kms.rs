@@ -81,8 +81,17 @@ impl KmsForwarder {
             .operation_attempt_timeout(options.attempt_timeout)
             .build();
 
+        // Stalled-stream protection watches the throughput of long bodies.
+        // KMS bodies are small (at most a few hundred kilobytes) and every
+        // attempt is bounded by the attempt timeout, so it would only add a
+        // timer to each request.
         let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).retry_config(retry).timeout_config(timeouts);
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .retry_config(retry)
+                .timeout_config(timeouts)
+                .stalled_stream_protection(
+                    aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
+                );
         if let Some(region) = &options.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }

@@ -145,7 +145,7 @@ async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64
     // A request's in-flight permit travels with its response and is released
     // only once the response is written, so that a shutdown that waits for
     // every permit also waits for the responses to leave.
-    let (sender, mut receiver) = mpsc::channel::<(Response, Option<OwnedSemaphorePermit>)>(64);
+    let (sender, mut receiver) = mpsc::channel::<(Response, Option<Arc<OwnedSemaphorePermit>>)>(64);
     let max_frame_len = shared.config.max_frame_len;
     let writer_task = tokio::spawn(async move {
         // Responses that are ready together leave in one write.
@@ -233,9 +233,17 @@ async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64
         let sender = sender.clone();
         shared.metrics.add_in_flight(1);
         tokio::spawn(async move {
-            let response = handle_request(&shared, connection, request).await;
+            let (response, log) = handle_request(&shared, connection, request).await;
             shared.metrics.add_in_flight(-1);
-            let _ = sender.send((response, Some(permit))).await;
+            // The permit is shared with the response, so that it is released
+            // once both the response is written and the log line is out.
+            let permit = Arc::new(permit);
+            let _ = sender.send((response, Some(Arc::clone(&permit)))).await;
+            // The writer task runs first, so the log line is not on the
+            // enclave's critical path.
+            tokio::task::yield_now().await;
+            log.write();
+            drop(permit);
         });
     }
 
@@ -261,7 +269,49 @@ fn append_response(batch: &mut Vec<u8>, response: &Response, max_frame_len: u32,
     true
 }
 
-async fn handle_request(shared: &Shared, connection: u64, request: Request) -> Response {
+/// The request line of one forwarded request, written once its response has
+/// left.
+struct RequestLog {
+    connection: u64,
+    request_id: u64,
+    operation: &'static str,
+    key_id: String,
+    outcome: &'static str,
+    error: Option<String>,
+    latency_ms: f64,
+    kms_request_id: Option<String>,
+    document: Option<String>,
+}
+
+impl RequestLog {
+    fn write(self) {
+        let Self { connection, request_id, operation, key_id, outcome, error, latency_ms, kms_request_id, document } =
+            self;
+        let kms_request_id = kms_request_id.as_deref().unwrap_or("-");
+        let document = document.as_deref().unwrap_or("none");
+        match error {
+            None => info!(
+                connection,
+                request_id, operation, key_id, outcome, latency_ms, kms_request_id, document, "request forwarded"
+            ),
+            Some(error) => info!(
+                connection,
+                request_id,
+                operation,
+                key_id,
+                outcome,
+                error = %error,
+                latency_ms,
+                kms_request_id,
+                document,
+                "request failed"
+            ),
+        }
+    }
+}
+
+/// Forwards `request`; returns its response and its log line.
+async fn handle_request(shared: &Shared, connection: u64, request: Request) -> (Response, RequestLog) {
     let started = Instant::now();
     let id = request.id;
     let operation_name = request.operation.name();
@@ -291,44 +341,34 @@ async fn handle_request(shared: &Shared, connection: u64, request: Request) -> R
     };
 
     let latency = started.elapsed();
-    let latency_ms = latency.as_secs_f64() * 1000.0;
-    let document = document_label.as_deref().unwrap_or("none");
     let outcome = match &result {
         Ok(_) => "ok",
         Err(failure) => outcome_name(&failure.error),
     };
     shared.metrics.record_request(operation_name, outcome, latency);
-    match result {
+    let mut log = RequestLog {
+        connection,
+        request_id: id,
+        operation: operation_name,
+        key_id,
+        outcome,
+        error: None,
+        latency_ms: latency.as_secs_f64() * 1000.0,
+        kms_request_id: None,
+        document: document_label,
+    };
+    let response = match result {
         Ok(Forwarded { output, kms_request_id }) => {
-            info!(
-                connection,
-                request_id = id,
-                operation = operation_name,
-                key_id,
-                outcome,
-                latency_ms,
-                kms_request_id = kms_request_id.as_deref().unwrap_or("-"),
-                document,
-                "request forwarded"
-            );
+            log.kms_request_id = kms_request_id;
             Response::new(id, Ok(output))
         }
         Err(ForwardError { error, kms_request_id }) => {
-            info!(
-                connection,
-                request_id = id,
-                operation = operation_name,
-                key_id,
-                outcome,
-                error = %error,
-                latency_ms,
-                kms_request_id = kms_request_id.as_deref().unwrap_or("-"),
-                document,
-                "request failed"
-            );
+            log.kms_request_id = kms_request_id;
+            log.error = Some(error.to_string());
             Response::new(id, Err(error))
         }
-    }
+    };
+    (response, log)
 }
 
 /// Applies the allowlists and the attestation rule.

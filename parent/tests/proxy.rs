@@ -132,6 +132,19 @@ fn read_log(scratch: &Path) -> String {
     std::fs::read_to_string(scratch.join("parent.log")).unwrap()
 }
 
+/// Returns the log once it contains `needle`. Request lines are written just
+/// after the response, so a test that has the response may read too early.
+async fn wait_for_log(scratch: &Path, needle: &str) -> String {
+    for _ in 0..100 {
+        let log = read_log(scratch);
+        if log.contains(needle) {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {needle:?} in the log after 5 s: {}", read_log(scratch));
+}
+
 fn derive_request(id: u64) -> Request {
     Request::new(
         id,
@@ -552,6 +565,11 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert_eq!(ids, (1..=20).collect::<Vec<_>>());
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)).unwrap(), Some(0));
 
+    // Each request's line is written after its response, and before the exit.
+    let log = read_log(scratch.path());
+    let forwarded = log.lines().filter(|line| line.contains("request forwarded")).count();
+    assert_eq!(forwarded, 20, "{log}");
+
     // After the stop, new connections are refused.
     let address = proxy.address.parse::<Address>().unwrap();
     assert!(transport::connect(&address).await.is_err());
@@ -581,7 +599,7 @@ async fn metrics_and_health_are_served() {
     assert!(metrics.contains("parent_proxy_connections 1"), "{metrics}");
 
     // JSON logs: one line per request with the ids and no document bytes.
-    let log = read_log(scratch.path());
+    let log = wait_for_log(scratch.path(), "request forwarded").await;
     let line = log.lines().find(|l| l.contains("request forwarded")).expect("a request log line");
     let entry: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(entry["fields"]["request_id"], 1);

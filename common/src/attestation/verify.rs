@@ -7,11 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 use x509_parser::pem::Pem;
 
-use super::AttestationDocument;
 use super::chain::{self, CertificateCache, CertificateInfo, Issuer, Sha256, sha256};
-use super::cose::{CoseSign1, sig_structure};
+use super::cose::sig_structure;
 use super::error::{AttestationError, CertificatePosition};
-use super::payload::parse_payload;
+use super::{AttestationDocument, ParsedDocument};
 
 /// The PEM text of the AWS Nitro Enclaves root G1 (`CN=aws.nitro-enclaves,
 /// OU=AWS, O=Amazon, C=US`, valid 2019-10-28 to 2049-10-28). The SHA-256 of
@@ -236,8 +235,16 @@ impl Verifier {
     /// the COSE signature under the leaf key, the document's age in live
     /// mode, and the debug-mode rule.
     pub fn verify(&self, bytes: &[u8], options: &VerifyOptions) -> Result<VerifiedDocument, AttestationError> {
-        let cose = CoseSign1::decode(bytes)?;
-        let document = parse_payload(&cose.payload)?;
+        self.verify_parsed(ParsedDocument::parse(bytes)?, options)
+    }
+
+    /// Verifies a document that is already parsed, as [`Verifier::verify`] does.
+    pub fn verify_parsed(
+        &self,
+        parsed: ParsedDocument,
+        options: &VerifyOptions,
+    ) -> Result<VerifiedDocument, AttestationError> {
+        let ParsedDocument { cose, document } = parsed;
 
         let now = to_datetime(SystemTime::now())?;
         let at = match options.time {
