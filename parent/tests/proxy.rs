@@ -383,18 +383,35 @@ async fn malformed_and_oversized_frames_do_not_stop_service() {
 
 #[tokio::test]
 async fn pipelined_requests_all_get_responses() {
-    let scratch = tempfile::tempdir().unwrap();
-    let kms = start_test_kms(Behaviour::Ok).await;
-    let proxy = start_proxy(scratch.path(), &kms.url, &[]);
-    let mut stream = connect(&proxy).await;
+    // With the default single worker thread and with several.
+    for workers in ["1", "3"] {
+        let scratch = tempfile::tempdir().unwrap();
+        let kms = start_test_kms(Behaviour::Ok).await;
+        let proxy = start_proxy(scratch.path(), &kms.url, &["--worker-threads", workers]);
+        let mut stream = connect(&proxy).await;
 
-    let mut frames = Vec::new();
-    for id in 1..=20 {
-        protocol::append_frame(&mut frames, &derive_request(id), DEFAULT_MAX_FRAME_LEN).unwrap();
+        let mut frames = Vec::new();
+        for id in 1..=20 {
+            protocol::append_frame(&mut frames, &derive_request(id), DEFAULT_MAX_FRAME_LEN).unwrap();
+        }
+        stream.write_all(&frames).await.unwrap();
+        assert_eq!(read_ok_ids(&mut stream, 20).await, (1..=20).collect::<Vec<_>>(), "{workers} workers");
+        assert_eq!(kms.requests.load(Ordering::SeqCst), 20, "{workers} workers");
     }
-    stream.write_all(&frames).await.unwrap();
-    assert_eq!(read_ok_ids(&mut stream, 20).await, (1..=20).collect::<Vec<_>>());
-    assert_eq!(kms.requests.load(Ordering::SeqCst), 20);
+}
+
+#[test]
+fn worker_threads_out_of_range_rejected() {
+    let scratch = tempfile::tempdir().unwrap();
+    for value in ["0", "257", "two"] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
+        isolate_aws_environment(&mut command, scratch.path());
+        let output = command.args(["--listen", "tcp://127.0.0.1:0", "--worker-threads", value]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
+        assert!(stderr.contains("--worker-threads"), "{value}: {stderr}");
+        assert!(stderr.contains(value), "{value}: {stderr}");
+    }
 }
 
 #[tokio::test]
