@@ -1,9 +1,10 @@
 //! Truncated and mutated attestation documents never panic the parser or
-//! the verifier; each returns a value or an error.
+//! the verifier; each returns a value or an error, the same whether the
+//! document is verified at once or parsed first.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use proptest::prelude::*;
-use recipient_common::attestation::{TimeMode, Verifier, VerifyOptions, parse};
+use recipient_common::attestation::{ParsedDocument, TimeMode, Verifier, VerifyOptions, parse};
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors");
 const FILES: [&str; 4] = [
@@ -20,8 +21,14 @@ fn documents() -> Vec<Vec<u8>> {
 fn check(verifier: &Verifier, bytes: &[u8]) {
     let _ = parse(bytes);
     let options = VerifyOptions { time: TimeMode::DocumentTime, allow_debug: true };
-    let _ = verifier.verify(bytes, &options);
+    let whole = verifier.verify(bytes, &options).map(|verified| verified.into_document()).map_err(|e| e.to_string());
     let _ = verifier.verify(bytes, &VerifyOptions::default());
+
+    // Parsing first, then verifying the parsed document, gives the same result.
+    let split = ParsedDocument::parse(bytes).map_err(|e| e.to_string()).and_then(|parsed| {
+        verifier.verify_parsed(parsed, &options).map(|verified| verified.into_document()).map_err(|e| e.to_string())
+    });
+    assert_eq!(whole, split);
 }
 
 #[derive(Debug, Clone)]

@@ -66,9 +66,9 @@ struct ServerState {
 /// log lines that are still to be written.
 const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Writes each request's log line after its response has left: the line is
-/// handed to a task that runs once the connection task has written the
-/// response, so formatting and writing it do not delay the caller.
+/// The request log. Each line is handed to a task that runs once the
+/// connection task has written the response, so formatting and writing the
+/// line do not delay the caller.
 #[derive(Default)]
 struct RequestLog {
     /// Lines handed over and not yet written.

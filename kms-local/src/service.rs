@@ -61,19 +61,18 @@ pub struct Kms {
     agreement_keys: ParsedCache<agreement::PrivateKey>,
 }
 
-/// Maximum number of entries in a [`ParsedCache`]; a full cache is emptied.
-const MAX_PARSED_ENTRIES: usize = 1024;
+/// Maximum number of parsed policies kept. Policies are cached by their text,
+/// at most 32,768 characters each, so the cached texts take at most 8 MiB.
+const MAX_CACHED_POLICIES: usize = 256;
+/// Maximum number of parsed key-agreement private keys kept.
+const MAX_CACHED_AGREEMENT_KEYS: usize = 1024;
 
 /// Values parsed from stored data that does not change for its cache key, so
-/// that repeated requests on the same key skip the parsing.
+/// that repeated requests on the same key skip the parsing. A full cache is
+/// emptied.
 struct ParsedCache<V> {
     entries: std::sync::Mutex<HashMap<String, Arc<V>>>,
-}
-
-impl<V> Default for ParsedCache<V> {
-    fn default() -> Self {
-        Self { entries: std::sync::Mutex::new(HashMap::new()) }
-    }
+    capacity: usize,
 }
 
 impl<V> std::fmt::Debug for ParsedCache<V> {
@@ -83,6 +82,10 @@ impl<V> std::fmt::Debug for ParsedCache<V> {
 }
 
 impl<V> ParsedCache<V> {
+    fn new(capacity: usize) -> Self {
+        Self { entries: std::sync::Mutex::new(HashMap::new()), capacity }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<V>>> {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -94,7 +97,7 @@ impl<V> ParsedCache<V> {
         }
         let value = Arc::new(parse()?);
         let mut entries = self.lock();
-        if entries.len() >= MAX_PARSED_ENTRIES {
+        if entries.len() >= self.capacity {
             entries.clear();
         }
         entries.insert(key.to_owned(), Arc::clone(&value));
@@ -351,8 +354,8 @@ impl Kms {
             store,
             credentials: config.credentials,
             recipient: RecipientVerifier::new(verifier, config.max_document_age),
-            policies: ParsedCache::default(),
-            agreement_keys: ParsedCache::default(),
+            policies: ParsedCache::new(MAX_CACHED_POLICIES),
+            agreement_keys: ParsedCache::new(MAX_CACHED_AGREEMENT_KEYS),
         })
     }
 
@@ -1387,6 +1390,31 @@ fn symmetric_aad(key_id: &str, context: &BTreeMap<String, String>) -> Vec<u8> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn parsed_cache_parses_once_and_empties_when_full() {
+        let cache = ParsedCache::new(2);
+        let parses = std::cell::Cell::new(0);
+        let parse = |value: u32| {
+            parses.set(parses.get() + 1);
+            Ok(value)
+        };
+        assert_eq!(*cache.get_or_parse("a", || parse(1)).unwrap(), 1);
+        assert_eq!(*cache.get_or_parse("a", || parse(9)).unwrap(), 1);
+        assert_eq!(parses.get(), 1);
+
+        // A failed parse is not cached.
+        let error = cache.get_or_parse("b", || Err(KmsError::internal("bad"))).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Internal);
+        assert_eq!(*cache.get_or_parse("b", || parse(2)).unwrap(), 2);
+        assert_eq!(parses.get(), 2);
+
+        // A third key empties the full cache, so "a" is parsed again.
+        assert_eq!(*cache.get_or_parse("c", || parse(3)).unwrap(), 3);
+        assert_eq!(cache.lock().len(), 1);
+        assert_eq!(*cache.get_or_parse("a", || parse(4)).unwrap(), 4);
+        assert_eq!(parses.get(), 4);
+    }
 
     #[test]
     fn uuid_format() {
