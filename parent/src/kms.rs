@@ -115,10 +115,10 @@ impl KmsForwarder {
         Self { client, endpoint: "the KMS endpoint".to_owned() }
     }
 
-    /// Calls KMS for `operation`. An "unreachable" error names the endpoint
-    /// and the flag that sets it.
-    pub async fn forward(&self, operation: Operation) -> Result<Forwarded, ForwardError> {
-        let mut result = self.call(operation).await;
+    /// Calls KMS for `operation`, on behalf of the enclave request `origin`.
+    /// An "unreachable" error names the endpoint and the flag that sets it.
+    pub async fn forward(&self, origin: Origin, operation: Operation) -> Result<Forwarded, ForwardError> {
+        let mut result = ORIGIN.scope(origin, self.call(operation)).await;
         if let Err(ForwardError { error: ErrorFrame::KmsUnreachable { message }, .. }) = &mut result {
             message.push_str(&format!(
                 "; check that {} is reachable from the parent and that parent-proxy's --endpoint-url is correct",
@@ -246,6 +246,21 @@ impl KmsForwarder {
     }
 }
 
+/// The enclave request that a KMS call is made for, named in the log line of
+/// each retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The enclave connection's number, as in the request log.
+    pub connection: u64,
+    /// The request id that the enclave chose.
+    pub request_id: u64,
+}
+
+tokio::task_local! {
+    /// The origin of the KMS call running on this task.
+    static ORIGIN: Origin;
+}
+
 /// Logs every KMS attempt after the first, so that retries show in the log.
 #[derive(Debug)]
 struct RetryLogger;
@@ -266,7 +281,17 @@ impl aws_sdk_kms::config::Intercept for RetryLogger {
             let operation =
                 cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map_or("KMS", |m| m.name());
             let previous = cfg.load::<AttemptFailure>().map_or("-", |failure| failure.0.as_str());
-            tracing::warn!(attempt, operation, previous_error = previous, "retrying KMS call");
+            match ORIGIN.try_with(|origin| *origin) {
+                Ok(Origin { connection, request_id }) => tracing::warn!(
+                    connection,
+                    request_id,
+                    attempt,
+                    operation,
+                    previous_error = previous,
+                    "retrying KMS call"
+                ),
+                Err(_) => tracing::warn!(attempt, operation, previous_error = previous, "retrying KMS call"),
+            }
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
-use crate::kms::{ForwardError, Forwarded, KmsForwarder};
+use crate::kms::{ForwardError, Forwarded, KmsForwarder, Origin};
 use crate::metrics::Metrics;
 
 /// Limits and rules of the server.
@@ -324,10 +324,15 @@ async fn handle_request(shared: &Shared, connection: u64, request: Request) -> (
         None => None,
     };
 
+    let origin = Origin { connection, request_id: id };
     let result = match check_rules(&shared.config, &request.operation) {
         Err(refusal) => Err(ForwardError { error: refusal, kms_request_id: None }),
         Ok(()) => {
-            match tokio::time::timeout(shared.config.request_timeout, shared.forwarder.forward(request.operation)).await
+            match tokio::time::timeout(
+                shared.config.request_timeout,
+                shared.forwarder.forward(origin, request.operation),
+            )
+            .await
             {
                 Ok(result) => result,
                 Err(_) => Err(ForwardError {

@@ -295,6 +295,12 @@ async fn retry_after_500_succeeds_and_is_logged() {
     let log = read_log(scratch.path());
     assert!(log.contains("retrying KMS call"), "{log}");
     assert!(log.contains("attempt=2"), "{log}");
+    // The retry names the enclave request it is made for, on the connection
+    // that the request line names.
+    let retry = log.lines().find(|line| line.contains("retrying KMS call")).unwrap();
+    let forwarded = log.lines().find(|line| line.contains("request forwarded")).unwrap();
+    let connection = forwarded.split_whitespace().find(|field| field.starts_with("connection=")).unwrap();
+    assert!(retry.contains(&format!("{connection} request_id=1 ")), "{retry}");
     assert!(log.contains(r#"previous_error="HTTP 500: "#), "{log}");
     assert!(log.contains("[KMSInternalException]: try again"), "{log}");
 }
