@@ -60,6 +60,14 @@ pub struct ForwardError {
     pub kms_request_id: Option<String>,
 }
 
+/// The standard region chain found no region and none was given.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no AWS region is configured; pass --region (for example --region us-east-1), set AWS_REGION, \
+     or set a region in the AWS profile"
+)]
+pub struct MissingRegion;
+
 /// An aws-sdk-kms client that forwards protocol operations.
 #[derive(Debug, Clone)]
 pub struct KmsForwarder {
@@ -70,7 +78,9 @@ pub struct KmsForwarder {
 
 impl KmsForwarder {
     /// Builds the client from the standard configuration chain and `options`.
-    pub async fn new(options: &KmsOptions) -> Self {
+    /// Fails when no region is configured, because KMS requests are signed
+    /// for a region and every call would fail.
+    pub async fn new(options: &KmsOptions) -> Result<Self, MissingRegion> {
         let retry = match options.retry_mode {
             RetryMode::Standard => aws_config::retry::RetryConfig::standard(),
             RetryMode::Adaptive => aws_config::retry::RetryConfig::adaptive(),
@@ -99,6 +109,9 @@ impl KmsForwarder {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
+        if config.region().is_none() {
+            return Err(MissingRegion);
+        }
         let environment = ["AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"].iter().find_map(|name| std::env::var(name).ok());
         let endpoint = match (&options.endpoint_url, environment, config.region()) {
             (Some(url), _, _) => url.clone(),
@@ -107,7 +120,7 @@ impl KmsForwarder {
             (None, None, None) => "the KMS endpoint".to_owned(),
         };
         let kms_config = aws_sdk_kms::config::Builder::from(&config).interceptor(RetryLogger).build();
-        Self { client: aws_sdk_kms::Client::from_conf(kms_config), endpoint }
+        Ok(Self { client: aws_sdk_kms::Client::from_conf(kms_config), endpoint })
     }
 
     /// Wraps an existing client.
@@ -375,6 +388,19 @@ where
         SdkError::DispatchFailure(failure) if failure.is_timeout() => {
             ErrorFrame::KmsTimeout { message: error_chain(&error) }
         }
+        // The SDK reports credentials it could not find as a dispatch failure,
+        // although the request never left.
+        SdkError::DispatchFailure(failure)
+            if failure.as_connector_error().is_some_and(|connector| caused_by_credentials(connector)) =>
+        {
+            ErrorFrame::Internal {
+                message: format!(
+                    "{NO_CREDENTIALS} ({}); give parent-proxy credentials: an instance profile role on EC2, \
+                 or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+                    error_chain(&error)
+                ),
+            }
+        }
         SdkError::DispatchFailure(_) => ErrorFrame::KmsUnreachable { message: error_chain(&error) },
         SdkError::ConstructionFailure(_) => ErrorFrame::Malformed { message: error_chain(&error) },
         SdkError::ResponseError(_) => {
@@ -383,6 +409,22 @@ where
         _ => ErrorFrame::Internal { message: error_chain(&error) },
     };
     ForwardError { error: frame, kms_request_id }
+}
+
+/// The start of the message of a call that failed for want of credentials.
+const NO_CREDENTIALS: &str = "parent-proxy has no AWS credentials to sign the KMS request";
+
+/// Returns whether `error` or one of its sources is a failure of the
+/// credential chain.
+fn caused_by_credentials(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if cause.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
 }
 
 /// Maximum length, in characters, of each cause kept in an error message.
@@ -402,8 +444,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
             if !text.is_empty() {
                 text.push_str(": ");
             }
-            let cut: String = cause_text.chars().take(MAX_CAUSE_LEN).collect();
-            text.push_str(&cut);
+            let mut chars = cause_text.chars();
+            text.extend(chars.by_ref().take(MAX_CAUSE_LEN));
+            if chars.next().is_some() {
+                text.push('…');
+            }
         }
         next = cause.source();
     }
@@ -436,6 +481,10 @@ mod tests {
     #[test]
     fn error_chain_cuts_long_causes() {
         let error = layer("failure", Some(layer(&"x".repeat(5000), None)));
-        assert_eq!(error_chain(&error).len(), "failure: ".len() + MAX_CAUSE_LEN);
+        assert_eq!(error_chain(&error), format!("failure: {}…", "x".repeat(MAX_CAUSE_LEN)));
+
+        // A cause of exactly the maximum length is kept whole, without a mark.
+        let error = layer("failure", Some(layer(&"y".repeat(MAX_CAUSE_LEN), None)));
+        assert_eq!(error_chain(&error), format!("failure: {}", "y".repeat(MAX_CAUSE_LEN)));
     }
 }

@@ -28,7 +28,7 @@ const OPERATIONS: [&str; 5] =
 /// Listens for length-prefixed CBOR frames from enclave-agent and calls KMS
 /// through aws-sdk-kms with the standard AWS credential chain (environment,
 /// profile, instance role). Exit codes: 0 after a clean stop (SIGTERM or
-/// SIGINT), 1 when the listener fails, 2 for invalid arguments.
+/// SIGINT), 1 when start-up or the listener fails, 2 for invalid arguments.
 #[derive(Debug, Parser)]
 #[command(name = "parent-proxy", version)]
 struct Args {
@@ -52,32 +52,40 @@ struct Args {
     #[arg(long, value_enum, default_value_t = RetryMode::Standard)]
     retry_mode: RetryMode,
 
-    /// Seconds to wait for a TCP/TLS connection to KMS.
-    #[arg(long, default_value_t = 5.0)]
-    connect_timeout: f64,
+    /// Seconds to wait for a TCP/TLS connection to KMS (more than 0, at most 86400).
+    #[arg(long, default_value = "5", value_parser = positive_seconds)]
+    connect_timeout: Duration,
 
-    /// Seconds allowed for the whole KMS call of one request, retries included.
-    #[arg(long, default_value_t = 30.0)]
-    request_timeout: f64,
+    /// Seconds allowed for the whole KMS call of one request, retries included
+    /// (more than 0, at most 86400).
+    #[arg(long, default_value = "30", value_parser = positive_seconds)]
+    request_timeout: Duration,
 
-    /// Seconds an enclave connection may stay silent before it is closed.
-    #[arg(long, default_value_t = 300.0)]
-    idle_timeout: f64,
+    /// Seconds an enclave connection may stay silent before it is closed
+    /// (more than 0, at most 86400).
+    #[arg(long, default_value = "300", value_parser = positive_seconds)]
+    idle_timeout: Duration,
 
-    /// Seconds to let requests in flight finish after SIGTERM or SIGINT.
-    #[arg(long, default_value_t = 20.0)]
-    shutdown_grace: f64,
+    /// Seconds to let requests in flight finish after SIGTERM or SIGINT
+    /// (0 to 86400).
+    #[arg(long, default_value = "20", value_parser = seconds)]
+    shutdown_grace: Duration,
 
-    /// Maximum open enclave connections; further ones get a "busy" error.
-    #[arg(long, default_value_t = 1024)]
-    max_connections: usize,
+    /// Maximum open enclave connections, 1 or more; further ones get a "busy" error.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
 
-    /// Maximum requests being forwarded at once; further ones get a "busy" error.
-    #[arg(long, default_value_t = 256)]
-    max_in_flight: usize,
+    /// Maximum requests being forwarded at once, 1 or more; further ones get a "busy" error.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight: u32,
 
-    /// Maximum frame body in bytes (the default fits a 256 KiB attestation document).
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LEN)]
+    /// Maximum frame body in bytes, 16384 to 16777216 (the default fits a 256 KiB
+    /// attestation document).
+    #[arg(
+        long,
+        default_value_t = DEFAULT_MAX_FRAME_LEN,
+        value_parser = clap::value_parser!(u32).range(i64::from(MIN_FRAME_BYTES)..=i64::from(MAX_FRAME_BYTES)),
+    )]
     max_frame_bytes: u32,
 
     /// Forward only these operations (repeatable), for example DeriveSharedSecret.
@@ -100,9 +108,9 @@ struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Threads that serve enclave connections and KMS calls. One thread
-    /// forwarded about 3500 requests per second on a 2-core test machine;
-    /// raise this if its core is saturated.
+    /// Threads that serve enclave connections and KMS calls, 1 to 256. One
+    /// thread forwarded about 3500 requests per second on a 2-core test
+    /// machine; raise this if its core is saturated.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     worker_threads: u16,
 }
@@ -125,9 +133,35 @@ fn parse_endpoint_url(value: &str) -> Result<String, String> {
     }
 }
 
-fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .with_context(|| format!("--{flag} {value}: expected a non-negative number of seconds"))
+/// The smallest `--max-frame-bytes`. Real attestation documents are 4.4 to
+/// 7.5 KB, the largest with each optional field at its 1024-byte maximum, so
+/// a request carrying one fits, and so does every error frame.
+const MIN_FRAME_BYTES: u32 = 16 * 1024;
+/// The largest `--max-frame-bytes`, which bounds the buffer of each request.
+const MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
+
+/// The largest value of a seconds option: one day.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// Parses a number of seconds from 0 to [`MAX_SECONDS`], fractions allowed.
+fn seconds(value: &str) -> Result<Duration, String> {
+    let number: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number of seconds; write for example 30 or 0.5"))?;
+    if !number.is_finite() || !(0.0..=MAX_SECONDS).contains(&number) {
+        return Err(format!("`{value}` is out of range; write a number of seconds from 0 to {MAX_SECONDS}"));
+    }
+    Ok(Duration::from_secs_f64(number))
+}
+
+/// Parses a number of seconds as [`seconds`] does, 0 excluded.
+fn positive_seconds(value: &str) -> Result<Duration, String> {
+    let duration = seconds(value)?;
+    if duration.is_zero() {
+        return Err(format!("`{value}` would make every call time out; write a number of seconds above 0"));
+    }
+    Ok(duration)
 }
 
 fn init_logging(format: LogFormat) {
@@ -157,11 +191,11 @@ async fn shutdown_signal() {
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = ServerConfig {
         max_frame_len: args.max_frame_bytes,
-        max_connections: args.max_connections.max(1),
-        max_in_flight: args.max_in_flight.max(1),
-        request_timeout: seconds(args.request_timeout, "request-timeout")?,
-        idle_timeout: seconds(args.idle_timeout, "idle-timeout")?,
-        shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
+        max_connections: args.max_connections as usize,
+        max_in_flight: args.max_in_flight as usize,
+        request_timeout: args.request_timeout,
+        idle_timeout: args.idle_timeout,
+        shutdown_grace: args.shutdown_grace,
         allow_operations: (!args.allow_operations.is_empty()).then(|| args.allow_operations.into_iter().collect()),
         allow_keys: (!args.allow_keys.is_empty()).then(|| args.allow_keys.into_iter().collect::<HashSet<_>>()),
         allow_unattested: args.allow_unattested,
@@ -171,17 +205,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         region: args.region,
         max_attempts: args.max_attempts,
         retry_mode: args.retry_mode,
-        connect_timeout: seconds(args.connect_timeout, "connect-timeout")?,
+        connect_timeout: args.connect_timeout,
         attempt_timeout: config.request_timeout,
     };
 
-    let forwarder = KmsForwarder::new(&options).await;
+    let forwarder = KmsForwarder::new(&options).await?;
     let metrics = Arc::new(Metrics::default());
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(address) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| {
+            let hint = recipient_common::transport::bind_hint(&error);
+            anyhow::anyhow!("cannot listen for metrics on {address}: {error}{hint}")
+        })?;
         let bound = listener.local_addr().context("metrics listener has no address")?;
         println!("parent-proxy metrics on http://{bound}/metrics");
         let metrics = Arc::clone(&metrics);

@@ -524,6 +524,35 @@ mod tests {
     }
 
     #[test]
+    fn oversized_response_replaced_or_connection_closed() {
+        let output =
+            recipient_common::protocol::Output::GenerateRandom(recipient_common::protocol::GenerateRandomOutput {
+                plaintext: None,
+                ciphertext_for_recipient: Some(serde_bytes::ByteBuf::from(vec![7; 20_000])),
+            });
+        let response = Response::new(9, Ok(output));
+
+        // Over the limit: an error naming the limit takes the response's place.
+        let mut batch = Vec::new();
+        assert!(append_response(&mut batch, &response, 16_384, 1));
+        let replacement: Response = protocol::decode_body(&batch[4..]).unwrap();
+        assert_eq!(replacement.id, 9);
+        match replacement.result {
+            Err(ErrorFrame::Internal { message }) => {
+                assert!(message.contains("exceeds the maximum of 16384 bytes"), "{message}");
+                assert!(message.contains("raise the parent's --max-frame-bytes"), "{message}");
+            }
+            other => panic!("expected an Internal error, got {other:?}"),
+        }
+
+        // A limit that not even the error fits: nothing is appended, and the
+        // caller must close the connection.
+        let mut batch = Vec::new();
+        assert!(!append_response(&mut batch, &response, 64, 1));
+        assert!(batch.is_empty());
+    }
+
+    #[test]
     fn document_labels_stay_bounded() {
         let labels = DocumentLabels::default();
         for index in 0..MAX_DOCUMENT_LABELS + 10 {

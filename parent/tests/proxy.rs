@@ -93,7 +93,7 @@ async fn serve_http(mut stream: tokio::net::TcpStream, behaviour: Behaviour, cou
             }
             Behaviour::FailOnce => (200, ok_body()),
             Behaviour::Long => {
-                (200, ok_body().replace("MIAGCSqGSIb3DQEHA6CAMIAC", &"MIAGCSqGSIb3DQEHA6CAMIAC".repeat(125)))
+                (200, ok_body().replace("MIAGCSqGSIb3DQEHA6CAMIAC", &"MIAGCSqGSIb3DQEHA6CAMIAC".repeat(1000)))
             }
             Behaviour::Deny => {
                 (400, r#"{"__type":"AccessDeniedException","message":"no attestation condition matched"}"#.to_owned())
@@ -117,8 +117,15 @@ fn ok_body() -> String {
 
 /// Starts parent-proxy in front of `endpoint`, logging to `log`.
 fn start_proxy(scratch: &Path, endpoint: &str, extra: &[&str]) -> Service {
+    start_proxy_with(scratch, endpoint, extra, |_| {})
+}
+
+/// Starts parent-proxy as [`start_proxy`] does, after `adjust` has changed
+/// its command, for example its environment.
+fn start_proxy_with(scratch: &Path, endpoint: &str, extra: &[&str], adjust: impl FnOnce(&mut Command)) -> Service {
     let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
     isolate_aws_environment(&mut command, scratch);
+    adjust(&mut command);
     command.args(["--listen", "tcp://127.0.0.1:0", "--endpoint-url", endpoint, "--region", "us-east-1"]);
     command.args(extra);
     let log = std::fs::File::create(scratch.join("parent.log")).unwrap();
@@ -292,7 +299,7 @@ async fn retry_after_500_succeeds_and_is_logged() {
     let response = call(&mut stream, &derive_request(1)).await;
     assert_ok(&response);
     assert_eq!(kms.requests.load(Ordering::SeqCst), 2);
-    let log = read_log(scratch.path());
+    let log = wait_for_log(scratch.path(), "request forwarded").await;
     assert!(log.contains("retrying KMS call"), "{log}");
     assert!(log.contains("attempt=2"), "{log}");
     // The retry names the enclave request it is made for, on the connection
@@ -356,7 +363,7 @@ async fn allowlists_and_attestation_rule_refuse() {
 async fn malformed_and_oversized_frames_do_not_stop_service() {
     let scratch = tempfile::tempdir().unwrap();
     let kms = start_test_kms(Behaviour::Ok).await;
-    let proxy = start_proxy(scratch.path(), &kms.url, &["--max-frame-bytes", "4096"]);
+    let proxy = start_proxy(scratch.path(), &kms.url, &["--max-frame-bytes", "16384"]);
 
     // A body that is not CBOR: typed error, and the connection goes on.
     let mut stream = connect(&proxy).await;
@@ -407,25 +414,107 @@ async fn pipelined_requests_all_get_responses() {
 }
 
 #[test]
-fn worker_threads_out_of_range_rejected() {
+fn out_of_range_options_rejected() {
     let scratch = tempfile::tempdir().unwrap();
-    for value in ["0", "257", "two"] {
+    // Each case: the option, the value, and a part of the message.
+    let cases = [
+        ("--worker-threads", "0", "1..=256"),
+        ("--worker-threads", "257", "1..=256"),
+        ("--worker-threads", "two", "invalid digit"),
+        ("--max-connections", "0", "1.."),
+        ("--max-in-flight", "0", "1.."),
+        ("--max-frame-bytes", "0", "16384..=16777216"),
+        ("--max-frame-bytes", "16383", "16384..=16777216"),
+        ("--max-frame-bytes", "16777217", "16384..=16777216"),
+        ("--request-timeout", "0", "would make every call time out"),
+        ("--connect-timeout", "0", "would make every call time out"),
+        ("--idle-timeout", "0", "would make every call time out"),
+        ("--request-timeout", "nan", "out of range"),
+        ("--request-timeout", "inf", "out of range"),
+        ("--request-timeout", "1e400", "out of range"),
+        ("--idle-timeout", "-1", "out of range"),
+        ("--shutdown-grace", "86401", "from 0 to 86400"),
+        ("--shutdown-grace", "soon", "is not a number of seconds"),
+    ];
+    for (option, value, expected) in cases {
         let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
         isolate_aws_environment(&mut command, scratch.path());
-        let output = command.args(["--listen", "tcp://127.0.0.1:0", "--worker-threads", value]).output().unwrap();
+        let output = command.args(["--listen", "tcp://127.0.0.1:0", &format!("{option}={value}")]).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
-        assert!(stderr.contains("--worker-threads"), "{value}: {stderr}");
-        assert!(stderr.contains(value), "{value}: {stderr}");
+        assert_eq!(output.status.code(), Some(2), "{option} {value}: {stderr}");
+        assert!(stderr.contains(option), "{option} {value}: {stderr}");
+        assert!(stderr.contains(value), "{option} {value}: {stderr}");
+        assert!(stderr.contains(expected), "{option} {value}: {stderr}");
     }
+}
+
+#[test]
+fn metrics_port_in_use_named() {
+    let scratch = tempfile::tempdir().unwrap();
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = occupied.local_addr().unwrap().to_string();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
+    isolate_aws_environment(&mut command, scratch.path());
+    let output = command
+        .args(["--listen", "tcp://127.0.0.1:0", "--endpoint-url", "http://127.0.0.1:9", "--metrics-listen", &address])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen for metrics on {address}")), "{stderr}");
+    assert!(stderr.contains("stop that process or choose another port"), "{stderr}");
+}
+
+#[test]
+fn missing_region_fails_at_start() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
+    isolate_aws_environment(&mut command, scratch.path());
+    command.env_remove("AWS_REGION").env_remove("AWS_DEFAULT_REGION");
+    let output =
+        command.args(["--listen", "tcp://127.0.0.1:0", "--endpoint-url", "http://127.0.0.1:9"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no AWS region is configured; pass --region"), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[tokio::test]
+async fn missing_credentials_named_in_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let kms = start_test_kms(Behaviour::Ok).await;
+    let proxy = start_proxy_with(scratch.path(), &kms.url, &[], |command| {
+        for variable in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ] {
+            command.env_remove(variable);
+        }
+    });
+    let mut stream = connect(&proxy).await;
+
+    let response = call(&mut stream, &derive_request(1)).await;
+    match response.result {
+        Err(ErrorFrame::Internal { message }) => {
+            assert!(message.starts_with("parent-proxy has no AWS credentials to sign the KMS request"), "{message}");
+            assert!(message.contains("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"), "{message}");
+            assert!(!message.contains("--endpoint-url"), "{message}");
+        }
+        other => panic!("expected an Internal error naming credentials, got {other:?}"),
+    }
+    // Nothing reached KMS.
+    assert_eq!(kms.requests.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn oversized_response_becomes_error() {
     let scratch = tempfile::tempdir().unwrap();
     let kms = start_test_kms(Behaviour::Long).await;
-    // The request fits the limit, but the response, with its 3000-byte ciphertext, does not.
-    let limit = "1000";
+    // The request fits the limit, but the response, with its 18,000-byte ciphertext, does not.
+    let limit = "16384";
     let proxy = start_proxy(scratch.path(), &kms.url, &["--max-frame-bytes", limit]);
     let mut stream = connect(&proxy).await;
 
@@ -443,30 +532,6 @@ async fn oversized_response_becomes_error() {
     assert!(matches!(response.result, Err(ErrorFrame::Internal { .. })), "{response:?}");
     assert_eq!(response.id, 6);
     assert_eq!(kms.requests.load(Ordering::SeqCst), 2);
-}
-
-#[tokio::test]
-async fn connection_closes_when_error_too_large() {
-    let scratch = tempfile::tempdir().unwrap();
-    let kms = start_test_kms(Behaviour::Long).await;
-    // A limit that a short request just fits and the error naming the limit does not.
-    let mut request = derive_request(5);
-    if let Operation::DeriveSharedSecret(derive) = &mut request.operation {
-        derive.key_id = "k".to_owned();
-        derive.recipient = None;
-    }
-    let limit = (protocol::encode_frame(&request).unwrap().len() - 4).to_string();
-    let proxy = start_proxy(scratch.path(), &kms.url, &["--max-frame-bytes", &limit, "--allow-unattested"]);
-    let mut stream = connect(&proxy).await;
-
-    protocol::write_frame(&mut stream, &request, DEFAULT_MAX_FRAME_LEN).await.unwrap();
-    let read = tokio::time::timeout(
-        Duration::from_secs(5),
-        protocol::read_frame::<_, Response>(&mut stream, DEFAULT_MAX_FRAME_LEN),
-    );
-    let error = read.await.expect("the proxy must end the stream, not leave the enclave waiting").unwrap_err();
-    assert!(matches!(error, protocol::FrameError::Closed), "{error:?}");
-    assert_eq!(kms.requests.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
