@@ -87,6 +87,12 @@ impl RecipientVerifier {
         }
 
         let parsed = ParsedDocument::parse(document).map_err(|error| {
+            if is_base64_document(document) {
+                return KmsError::validation(
+                    "Recipient.AttestationDocument contains the base64 text of an attestation document, so it was \
+                     base64-encoded twice; send the document's bytes, which the SDK or the CLI encodes once",
+                );
+            }
             KmsError::validation(format!("Recipient.AttestationDocument is not a valid attestation document: {error}"))
         })?;
         let options = VerifyOptions { time: TimeMode::Live { max_age: self.max_age }, allow_debug: true };
@@ -123,4 +129,15 @@ impl RecipientVerifier {
 pub fn envelope(recipient: &VerifiedRecipient, plaintext: &[u8]) -> KmsResult<Vec<u8>> {
     recipient_common::cms::build(plaintext, &recipient.public_key)
         .map_err(|error| KmsError::internal(format!("cannot build CiphertextForRecipient: {error}")))
+}
+
+/// Returns whether `bytes` are base64 text whose decoded bytes start as an
+/// attestation document does: a COSE_Sign1 array of four, tagged (18) or
+/// not.
+fn is_base64_document(bytes: &[u8]) -> bool {
+    use base64::Engine;
+    let text: Vec<u8> = bytes.iter().copied().filter(|byte| !byte.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .is_ok_and(|decoded| matches!(decoded.as_slice(), [0x84, ..] | [0xd2, 0x84, ..]))
 }

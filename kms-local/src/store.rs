@@ -143,6 +143,7 @@ impl Store {
         }
 
         let db_path = directory.join(DATABASE_FILE);
+        let new_store = !db_path.exists();
         let file = open_private(&db_path)?;
         let db =
             database::open_file(file, &db_path).map_err(|failure| StoreError::from_open_failure(&db_path, failure))?;
@@ -156,6 +157,10 @@ impl Store {
             },
             Failure::Request(error) => StoreError::Database { path: db_path.clone(), message: error.message },
         })?;
+        if new_store {
+            // A mistyped --data-dir starts with no keys, so the log names the new file.
+            tracing::info!(path = %db_path.display(), "no store found; created an empty one");
+        }
         Ok(Self::with_database(db, Some(db_path), Some(lock)))
     }
 

@@ -41,15 +41,14 @@ fn spawn(args: &[&str]) -> Process {
     Process { child, endpoint }
 }
 
-/// Starts an ephemeral kms-local that logs at `level` to a pipe, which
-/// [`stderr_after_exit`] reads.
-fn spawn_logging(level: &str) -> Process {
-    let mut child = command(&["--listen", "127.0.0.1:0", "--ephemeral"])
-        .env("RUST_LOG", level)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// Starts a kms-local on the store that `store` selects (for example
+/// `--ephemeral`), logging at `level` to a pipe that [`stderr_after_exit`]
+/// reads.
+fn spawn_logging(level: &str, store: &[&str]) -> Process {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(store);
+    let mut child =
+        command(&args).env("RUST_LOG", level).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     let endpoint = line.trim_end().strip_prefix("kms-local listening on ").unwrap().to_owned();
@@ -281,7 +280,7 @@ async fn sigkill_during_burst_keeps_acknowledged_writes() {
 
 #[tokio::test]
 async fn policy_denial_logs_deciding_statement() {
-    let mut process = spawn_logging("warn");
+    let mut process = spawn_logging("warn", &["--ephemeral"]);
 
     let client = client(&process.endpoint);
     let key_id = client
@@ -314,11 +313,33 @@ async fn policy_denial_logs_deciding_statement() {
     assert!(!stderr.contains("c2VjcmV0IHBsYWludGV4dA"), "the plaintext must not be logged");
 }
 
+#[test]
+fn new_store_is_announced_once() {
+    let scratch = tempfile::tempdir().unwrap();
+    let directory = scratch.path().join("not").join("yet");
+    let directory_arg = directory.to_str().unwrap();
+
+    let mut process = spawn_logging("info", &["--data-dir", directory_arg]);
+    assert_eq!(terminate(&mut process), 0);
+    let stderr = stderr_after_exit(&mut process);
+    let line = stderr.lines().find(|line| line.contains("no store found; created an empty one")).unwrap_or_else(|| {
+        panic!("no line about the new store: {stderr}");
+    });
+    assert!(line.contains(&directory.join("kms-local.redb").display().to_string()), "{line}");
+
+    // The second start opens the store that the first one created.
+    let mut process = spawn_logging("info", &["--data-dir", directory_arg]);
+    assert_eq!(terminate(&mut process), 0);
+    let stderr = stderr_after_exit(&mut process);
+    assert!(stderr.contains("kms-local started"), "{stderr}");
+    assert!(!stderr.contains("no store found"), "{stderr}");
+}
+
 #[tokio::test]
 async fn request_lines_are_written_before_exit() {
     // Request lines are written after the response leaves; every request
     // still gets its line, with its id, by the time the process has exited.
-    let mut process = spawn_logging("info");
+    let mut process = spawn_logging("info", &["--ephemeral"]);
 
     let client = client(&process.endpoint);
     let mut request_ids = Vec::new();

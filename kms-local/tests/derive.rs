@@ -230,6 +230,46 @@ async fn recipient_file_reference_is_rejected() {
 }
 
 #[tokio::test]
+async fn recipient_document_encoded_twice_is_named() {
+    use base64::Engine;
+    let server = start(Config::ephemeral()).await;
+    let client = client(&server.endpoint());
+    let key_id = create_ecc_key(&client, KeySpec::EccNistP256).await;
+    let (_, peer_spki) = peer(&agreement::ECDH_P256);
+    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
+    let document = std::fs::read(vectors.join("attestation-2022-10-12-debug.cbor")).unwrap();
+
+    let send = |bytes: Vec<u8>| {
+        client
+            .derive_shared_secret()
+            .key_id(&key_id)
+            .key_agreement_algorithm(KeyAgreementAlgorithmSpec::Ecdh)
+            .public_key(Blob::new(peer_spki.clone()))
+            .recipient(
+                RecipientInfo::builder()
+                    .key_encryption_algorithm(aws_sdk_kms::types::KeyEncryptionMechanism::RsaesOaepSha256)
+                    .attestation_document(Blob::new(bytes))
+                    .build(),
+            )
+            .send()
+    };
+
+    let twice = base64::engine::general_purpose::STANDARD.encode(&document).into_bytes();
+    let error = send(twice).await.unwrap_err();
+    let (code, message) = error_parts(&error);
+    assert_eq!(code, "ValidationException");
+    assert!(message.contains("contains the base64 text of an attestation document"), "{message}");
+    assert!(message.contains("base64-encoded twice"), "{message}");
+
+    // Base64 text of something else gets the parser's own error.
+    let other = base64::engine::general_purpose::STANDARD.encode(b"not a document").into_bytes();
+    let error = send(other).await.unwrap_err();
+    let (code, message) = error_parts(&error);
+    assert_eq!(code, "ValidationException");
+    assert!(message.contains("is not a valid attestation document"), "{message}");
+}
+
+#[tokio::test]
 async fn every_response_has_request_id() {
     let server = start(Config::ephemeral()).await;
 
