@@ -26,6 +26,7 @@ use crate::format::{
     SectionHeader, SectionKind,
 };
 use crate::measure::{ImageHasher, Measurements};
+use crate::output::{OutputError, OutputFile};
 use crate::signature::{SignatureError, SigningKey};
 
 /// Default enclave memory written to the header, as nitro-cli writes it.
@@ -46,7 +47,16 @@ pub enum BuildError {
     InputChanged { what: &'static str, path: PathBuf, expected: u64, read: u64 },
     /// The output could not be written.
     #[error("cannot write the image: {0}")]
-    Output(#[source] io::Error),
+    Output(io::Error),
+    /// The output file could not be created or renamed into place.
+    #[error(transparent)]
+    Destination(#[from] OutputError),
+    /// The default enclave memory is zero.
+    #[error("default enclave memory is 0 bytes; set a positive size")]
+    NoMemory,
+    /// The default vCPU count is zero.
+    #[error("default vCPU count is 0; set at least 1")]
+    NoCpus,
     /// No ramdisk was given.
     #[error("an image needs at least one ramdisk; pass --ramdisk")]
     NoRamdisk,
@@ -74,8 +84,10 @@ pub struct BuildOptions {
     pub signing_key: Option<SigningKey>,
     pub architecture: Architecture,
     /// Enclave memory in bytes, a default that `nitro-cli run-enclave`
-    /// overrides with `--memory`.
+    /// overrides with `--memory`. Must not be 0.
     pub default_memory: u64,
+    /// vCPU count, a default that `nitro-cli run-enclave` overrides with
+    /// `--cpu-count`. Must not be 0.
     pub default_cpus: u64,
     /// `ImageName` in the metadata section.
     pub image_name: String,
@@ -107,14 +119,10 @@ impl BuildOptions {
 /// Builds the image into `output`, replacing it atomically, and returns its
 /// PCRs.
 pub fn build_eif(options: &BuildOptions, output: &Path) -> Result<Measurements, BuildError> {
-    let directory = match output.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let mut temporary = tempfile::NamedTempFile::new_in(directory).map_err(BuildError::Output)?;
-    let measurements = write_eif(options, temporary.as_file_mut())?;
-    temporary.as_file().sync_all().map_err(BuildError::Output)?;
-    temporary.persist(output).map_err(|error| BuildError::Output(error.error))?;
+    let mut file = OutputFile::create(output)?;
+    let measurements = write_eif(options, file.file())?;
+    file.file().sync_all().map_err(BuildError::Output)?;
+    file.persist()?;
     info!(output = %output.display(), pcr0 = %hex::encode(measurements.pcr0), "wrote EIF");
     Ok(measurements)
 }
@@ -124,6 +132,12 @@ pub fn build_eif(options: &BuildOptions, output: &Path) -> Result<Measurements, 
 pub fn write_eif<W: Write + Seek>(options: &BuildOptions, out: &mut W) -> Result<Measurements, BuildError> {
     if let Some(position) = options.cmdline.bytes().position(|byte| byte == 0) {
         return Err(BuildError::CmdlineNul { position });
+    }
+    if options.default_memory == 0 {
+        return Err(BuildError::NoMemory);
+    }
+    if options.default_cpus == 0 {
+        return Err(BuildError::NoCpus);
     }
     let max_ramdisks = MAX_SECTIONS - 4;
     if options.ramdisks.is_empty() {
@@ -282,5 +296,40 @@ impl<W: Write> SectionWriter<'_, W> {
         self.out.write_all(&section_header).map_err(BuildError::Output)?;
         self.position += SECTION_HEADER_LEN as u64;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    fn options() -> BuildOptions {
+        BuildOptions::new(
+            PathBuf::from("/nonexistent/bzImage"),
+            String::new(),
+            vec![PathBuf::from("/nonexistent/ramdisk")],
+        )
+    }
+
+    #[test]
+    fn zero_memory_is_rejected() {
+        let mut options = options();
+        options.default_memory = 0;
+
+        let error = write_eif(&options, &mut Cursor::new(Vec::new())).unwrap_err();
+
+        assert!(matches!(error, BuildError::NoMemory), "{error:?}");
+    }
+
+    #[test]
+    fn zero_cpus_are_rejected() {
+        let mut options = options();
+        options.default_cpus = 0;
+
+        let error = write_eif(&options, &mut Cursor::new(Vec::new())).unwrap_err();
+
+        assert!(matches!(error, BuildError::NoCpus), "{error:?}");
     }
 }

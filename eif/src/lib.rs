@@ -5,6 +5,8 @@
 //!   PCR1, PCR2 and PCR8; [`measure_eif`] is the short way to the PCRs.
 //! - [`builder`] and [`ramdisk`]: write images and newc cpio ramdisks whose
 //!   bytes depend only on their inputs.
+//! - [`output`]: write an output file through a temporary file, so that it
+//!   appears whole or not at all.
 //! - [`signature`]: the signature section (COSE_Sign1 over PCR0, ECDSA
 //!   P-384) and the signing certificate behind PCR8.
 //! - [`policy`] and [`lint`]: generate a key policy with
@@ -17,6 +19,7 @@ pub mod describe;
 pub mod format;
 pub mod lint;
 pub mod measure;
+pub mod output;
 pub mod policy;
 pub mod ramdisk;
 pub mod reader;
@@ -25,5 +28,6 @@ pub mod signature;
 pub use builder::{BuildError, BuildOptions, build_eif, write_eif};
 pub use format::{Architecture, SectionKind};
 pub use measure::{Measurements, PCR_LEN, Pcr};
+pub use output::{OutputError, OutputFile};
 pub use reader::{EifError, EifImage, Section, measure_eif, read_eif, read_eif_bytes};
 pub use signature::{SignatureCheck, SigningKey};

@@ -13,12 +13,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use eif_tool::builder::{BuildOptions, DEFAULT_CPUS, DEFAULT_MEMORY_BYTES, build_eif};
+use eif_tool::builder::{BuildError, BuildOptions, DEFAULT_CPUS, DEFAULT_MEMORY_BYTES, build_eif};
 use eif_tool::describe::Description;
 use eif_tool::lint::lint_policy_text;
 use eif_tool::policy::{PcrCondition, PolicyOptions, RecipientOperation, key_policy};
 use eif_tool::ramdisk::{source_date_epoch, write_ramdisk};
-use eif_tool::{Architecture, SigningKey, read_eif};
+use eif_tool::{Architecture, OutputFile, SigningKey, read_eif};
 use zeroize::Zeroizing;
 
 /// Exit status when `policy-lint` reports findings.
@@ -85,11 +85,11 @@ enum Command {
         /// CPU architecture recorded in the header flags.
         #[arg(long, value_enum, default_value_t = ArchitectureArg::X86_64)]
         arch: ArchitectureArg,
-        /// Default enclave memory in MiB.
-        #[arg(long, default_value_t = DEFAULT_MEMORY_BYTES >> 20)]
+        /// Default enclave memory in MiB, from 1 to 17592186044415.
+        #[arg(long, value_name = "MIB", value_parser = parse_memory_mib, default_value_t = DEFAULT_MEMORY_BYTES >> 20)]
         memory: u64,
-        /// Default number of vCPUs.
-        #[arg(long, default_value_t = DEFAULT_CPUS)]
+        /// Default number of vCPUs, at least 1.
+        #[arg(long, value_name = "COUNT", value_parser = parse_cpus, default_value_t = DEFAULT_CPUS)]
         cpus: u64,
         /// ImageName in the metadata section [default: the output file's stem].
         #[arg(long)]
@@ -141,6 +141,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+}
+
+/// Largest `--memory` in MiB whose size in bytes fits the header's 64-bit
+/// default_mem field.
+const MAX_MEMORY_MIB: u64 = u64::MAX >> 20;
+
+/// Parses `--memory`. clap adds the value and the option name to the error.
+fn parse_memory_mib(text: &str) -> Result<u64, String> {
+    // NOTE: the lower bound of 1 MiB only rules out 0. An enclave needs more
+    // to boot, but neither the EIF format nor this crate documents the minimum.
+    let range = 1..=MAX_MEMORY_MIB;
+    match text.parse::<u64>() {
+        Ok(mib) if range.contains(&mib) => Ok(mib),
+        _ => Err(format!("pass a whole number of MiB from 1 to {MAX_MEMORY_MIB}")),
+    }
+}
+
+/// Parses `--cpus`. clap adds the value and the option name to the error.
+fn parse_cpus(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(cpus) if cpus >= 1 => Ok(cpus),
+        _ => Err(format!("pass a whole number of vCPUs from 1 to {}", u64::MAX)),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -200,7 +223,9 @@ fn run(command: Command) -> Result<ExitCode> {
                 (Some(certificate), Some(key)) => Some(load_signing_key(&certificate, &key)?),
                 _ => None,
             };
-            let default_memory = memory.checked_mul(1 << 20).context("--memory is too large")?;
+            let default_memory = memory
+                .checked_mul(1 << 20)
+                .with_context(|| format!("--memory {memory} MiB is too large; pass at most {MAX_MEMORY_MIB}"))?;
             let image_name = match image_name {
                 Some(name) => name,
                 None => {
@@ -260,16 +285,11 @@ fn describe(image: &Path, output: OutputFormat) -> Result<ExitCode> {
 
 fn ramdisk(directory: &Path, output: &Path) -> Result<ExitCode> {
     let mtime = source_date_epoch()?;
-    let parent = match output.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let temporary = tempfile::NamedTempFile::new_in(parent)
-        .with_context(|| format!("cannot create a file next to {}", output.display()))?;
-    let mut writer = BufWriter::new(temporary);
+    let mut file = OutputFile::create(output)?;
+    let mut writer = BufWriter::new(file.file());
     let summary = write_ramdisk(directory, mtime, &mut writer)?;
-    let temporary = writer.into_inner().map_err(|error| error.into_error()).context("cannot write the ramdisk")?;
-    temporary.persist(output).with_context(|| format!("cannot write {}", output.display()))?;
+    writer.into_inner().map_err(|error| error.into_error()).context("cannot write the ramdisk")?;
+    file.persist()?;
     eprintln!("eif-tool: wrote {} ({} entries, {} bytes)", output.display(), summary.entries, summary.bytes);
     Ok(ExitCode::SUCCESS)
 }
@@ -287,7 +307,12 @@ fn build(options: &BuildOptions, output: &Path) -> Result<ExitCode> {
     if !options.kernel.is_file() {
         bail!("--kernel {} is not a file", options.kernel.display());
     }
-    let measurements = build_eif(options, output).with_context(|| format!("cannot build {}", output.display()))?;
+    // Output errors already start with "cannot write OUTPUT".
+    let measurements = match build_eif(options, output) {
+        Ok(measurements) => measurements,
+        Err(error @ BuildError::Destination(_)) => return Err(error.into()),
+        Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot build {}", output.display()))),
+    };
     let report = serde_json::json!({ "Measurements": measurements.to_nitro_cli_map() });
     let mut stdout = io::stdout().lock();
     serde_json::to_writer_pretty(&mut stdout, &report)?;
@@ -341,5 +366,25 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn memory_help_states_accepted_range() {
+        let mut command = Cli::command();
+        let help = command.find_subcommand_mut("build").unwrap().render_long_help().to_string();
+
+        assert!(help.contains(&format!("from 1 to {MAX_MEMORY_MIB}")), "{help}");
+    }
+
+    #[test]
+    fn memory_and_cpus_parsers_take_bounds() {
+        assert_eq!(parse_memory_mib("1"), Ok(1));
+        assert_eq!(parse_memory_mib(&MAX_MEMORY_MIB.to_string()), Ok(MAX_MEMORY_MIB));
+        assert!(parse_memory_mib("0").is_err());
+        assert!(parse_memory_mib(&(MAX_MEMORY_MIB + 1).to_string()).is_err());
+        assert!(parse_memory_mib("1.5").is_err());
+        assert_eq!(parse_cpus("1"), Ok(1));
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("-2").is_err());
     }
 }

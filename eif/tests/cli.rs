@@ -359,6 +359,117 @@ fn build_without_kernel_fails() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/bzImage"));
 }
 
+/// Runs `eif-tool build` on the stand-in kernel, used also as the ramdisk,
+/// with `extra` arguments before `-o image`.
+fn build_with(trees: &Trees, extra: &[&str], image: &Path) -> Output {
+    let mut args = vec!["build", "--kernel", path(&trees.kernel), "--cmdline", "", "--ramdisk", path(&trees.kernel)];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", path(image)]);
+    eif_tool(&args)
+}
+
+#[test]
+fn build_rejects_memory_out_of_range() {
+    let trees = trees();
+    let image = trees.dir.path().join("memory.eif");
+
+    for memory in ["0", "17592186044416"] {
+        let output = build_with(&trees, &["--memory", memory], &image);
+
+        assert_eq!(output.status.code(), Some(2), "--memory {memory}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("invalid value '{memory}' for '--memory <MIB>'")), "{stderr}");
+        assert!(stderr.contains("pass a whole number of MiB from 1 to 17592186044415"), "{stderr}");
+        assert!(!image.exists());
+    }
+}
+
+#[test]
+fn build_accepts_largest_memory() {
+    let trees = trees();
+    let image = trees.dir.path().join("large.eif");
+
+    success(&build_with(&trees, &["--memory", "17592186044415"], &image));
+
+    let described: Value = serde_json::from_str(&success(&eif_tool(&["describe", path(&image)]))).unwrap();
+    assert_eq!(described["DefaultMemory"], u64::MAX - 0xf_ffff);
+}
+
+#[test]
+fn build_rejects_zero_cpus() {
+    let trees = trees();
+    let image = trees.dir.path().join("cpus.eif");
+
+    let output = build_with(&trees, &["--cpus", "0"], &image);
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid value '0' for '--cpus <COUNT>'"), "{stderr}");
+    assert!(stderr.contains("pass a whole number of vCPUs from 1 to"), "{stderr}");
+    assert!(!image.exists());
+}
+
+#[test]
+fn build_into_missing_directory_names_output() {
+    let trees = trees();
+    let missing = trees.dir.path().join("missing");
+    let image = missing.join("image.eif");
+
+    let output = build_with(&trees, &[], &image);
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "eif-tool: cannot write {}: directory {} does not exist; create it or choose another output path\n",
+        image.display(),
+        missing.display()
+    );
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn ramdisk_into_missing_directory_names_output() {
+    let trees = trees();
+    let missing = trees.dir.path().join("missing");
+    let archive = missing.join("app.cpio");
+
+    let output = eif_tool(&["ramdisk", path(&trees.app), "-o", path(&archive)]);
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "eif-tool: cannot write {}: directory {} does not exist; create it or choose another output path\n",
+        archive.display(),
+        missing.display()
+    );
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn unusable_output_paths_are_rejected() {
+    let trees = trees();
+    let directory = trees.dir.path().join("out");
+    fs::create_dir(&directory).unwrap();
+    let under_file = trees.kernel.join("image");
+
+    let ramdisk_into_directory = eif_tool(&["ramdisk", path(&trees.app), "-o", path(&directory)]);
+    let build_into_directory = build_with(&trees, &[], &directory);
+    let build_under_file = build_with(&trees, &[], &under_file);
+
+    for output in [&ramdisk_into_directory, &build_into_directory] {
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with(&format!("eif-tool: cannot write {}: it is a directory", directory.display())),
+            "{stderr}"
+        );
+    }
+    assert_eq!(build_under_file.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&build_under_file.stderr);
+    assert!(stderr.contains(&format!("{} is not a directory", trees.kernel.display())), "{stderr}");
+    assert!(directory.read_dir().unwrap().next().is_none(), "a temporary file was left behind");
+}
+
 #[test]
 fn policy_binds_pcr0_and_passes_lint() {
     let trees = trees();
