@@ -8,6 +8,7 @@
 
 mod chain;
 mod cose;
+pub(crate) use cose::CborError;
 mod error;
 mod payload;
 #[cfg(test)]
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::EcdsaKeyPair;
 
+pub use chain::der_error_reason;
 pub use error::{AttestationError, CertificatePosition};
 pub use payload::{DIGEST_SHA384, MAX_CERTIFICATE_LEN, MAX_PCRS, MAX_USER_FIELD_LEN};
 pub use verify::{

@@ -460,7 +460,8 @@ pub fn decode_body<T: Message>(body: &[u8]) -> Result<T, FrameError> {
         return Ok(message);
     }
 
-    let value: ciborium::Value = ciborium::from_reader(body).map_err(|e| FrameError::NotCbor(e.to_string()))?;
+    let value: ciborium::Value = ciborium::from_reader(body)
+        .map_err(|error| FrameError::NotCbor(crate::attestation::CborError::from_slice_error(error).to_string()))?;
 
     let version = value
         .as_map()
@@ -475,7 +476,10 @@ pub fn decode_body<T: Message>(body: &[u8]) -> Result<T, FrameError> {
         return Err(FrameError::UnsupportedVersion { found: version });
     }
 
-    value.deserialized().map_err(|e| FrameError::Malformed(e.to_string()))
+    value.deserialized().map_err(|error| match error {
+        // ciborium's Display of this error is its Debug form.
+        ciborium::value::Error::Custom(message) => FrameError::Malformed(message),
+    })
 }
 
 /// Returns the `id` field of a body that is CBOR but not a valid request,
@@ -913,6 +917,19 @@ mod tests {
         // 0xff is a CBOR "break" with nothing open, which no decoder accepts.
         let error = decode_body::<Request>(&[0xff, 0x00, 0x01]).unwrap_err();
         assert!(matches!(error, FrameError::NotCbor(_)), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "frame body is not valid CBOR: invalid CBOR item: invalid type: break, expected non-break"
+        );
+
+        // 0x1c is a reserved initial byte, a syntax error.
+        let error = decode_body::<Request>(&[0x1c]).unwrap_err();
+        assert_eq!(error.to_string(), "frame body is not valid CBOR: invalid CBOR at byte offset 0");
+
+        // A body cut inside an item.
+        let frame = encode_frame(&Request::new(3, every_operation().remove(4))).unwrap();
+        let error = decode_body::<Request>(&frame[4..frame.len() - 1]).unwrap_err();
+        assert_eq!(error.to_string(), "frame body is not valid CBOR: the bytes end inside a CBOR item");
     }
 
     #[test]
@@ -925,6 +942,10 @@ mod tests {
         ciborium::into_writer(&value, &mut body).unwrap();
         let error = decode_body::<Request>(&body).unwrap_err();
         assert!(matches!(error, FrameError::Malformed(_)), "{error:?}");
+        // serde's message, not ciborium's Debug form of it.
+        let message = error.to_string();
+        assert!(message.starts_with("malformed frame: invalid type: string \"not a number\""), "{message}");
+        assert!(!message.contains("Custom("), "{message}");
     }
 
     #[test]

@@ -115,6 +115,8 @@ fn nsm_exit_code(error: &NsmError) -> u8 {
         | NsmError::Io { .. }
         | NsmError::UnsafePermissions { .. }
         | NsmError::SymbolicLink { .. }
+        | NsmError::NotADirectory { .. }
+        | NsmError::NotAFile { .. }
         | NsmError::AlreadyInitialised { .. }
         | NsmError::NotInitialised { .. }
         | NsmError::InvalidStoreFile { .. }

@@ -17,6 +17,9 @@ use std::sync::{Arc, RwLock};
 use aws_lc_rs::digest;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED, ParsedPublicKey};
 use time::OffsetDateTime;
+use x509_parser::error::X509Error;
+use x509_parser::nom;
+use x509_parser::nom::error::ErrorKind;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::error::{AttestationError, CertificatePosition};
@@ -101,6 +104,18 @@ pub(crate) enum Issuer<'a> {
     Certificate(&'a CertificateInfo),
 }
 
+/// Formats a DER parse error. The `Display` of `nom::Err` and of
+/// `X509Error::NomError` show Rust `Debug` text (`Parsing Error: Der(...)`,
+/// `nom error: Eof`), so those cases are worded here.
+pub fn der_error_reason(error: &nom::Err<X509Error>) -> String {
+    match error {
+        nom::Err::Incomplete(_)
+        | nom::Err::Error(X509Error::NomError(ErrorKind::Eof))
+        | nom::Err::Failure(X509Error::NomError(ErrorKind::Eof)) => "the DER ends inside an element".to_owned(),
+        nom::Err::Error(inner) | nom::Err::Failure(inner) => inner.to_string(),
+    }
+}
+
 /// Parses `der`, checks its algorithms, extensions and its signature under
 /// `issuer`, and returns what later checks need.
 pub(crate) fn inspect_certificate(
@@ -109,7 +124,7 @@ pub(crate) fn inspect_certificate(
     issuer: Issuer<'_>,
 ) -> Result<CertificateInfo, AttestationError> {
     let parse_error = |reason: String| AttestationError::CertificateParse { position, reason };
-    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| parse_error(e.to_string()))?;
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| parse_error(der_error_reason(&e)))?;
     if !rest.is_empty() {
         return Err(parse_error(format!("{} bytes follow the certificate", rest.len())));
     }

@@ -50,24 +50,102 @@ pub(crate) fn type_name(value: &Value) -> String {
     }
 }
 
-/// Decodes exactly one CBOR item from `bytes`; trailing bytes are an error.
-pub(crate) fn decode_single(bytes: &[u8]) -> Result<Value, AttestationError> {
-    let mut reader = bytes;
-    let value: Value =
-        ciborium::de::from_reader(&mut reader).map_err(|e| AttestationError::Cbor { reason: e.to_string() })?;
+/// A failure to decode bytes as exactly one CBOR item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CborError {
+    /// There are no bytes at all.
+    Empty,
+    /// The bytes end inside an item.
+    Truncated,
+    /// The byte at `offset` cannot start or continue a CBOR item.
+    Syntax { offset: usize },
+    /// An item is well-formed but not an acceptable value, such as text that is not UTF-8.
+    Semantic { offset: Option<usize>, reason: String },
+    /// Arrays, maps or tags are nested deeper than the decoder's recursion limit.
+    TooDeep,
+    /// Bytes follow the item.
+    Trailing { count: usize },
+}
 
-    if !reader.is_empty() {
-        return Err(AttestationError::TrailingBytes { count: reader.len() });
+impl CborError {
+    /// Converts an error of ciborium reading from a byte slice.
+    pub(crate) fn from_slice_error<T>(error: ciborium::de::Error<T>) -> Self {
+        match error {
+            // `Read` for a byte slice fails only with UnexpectedEof, when the slice ends.
+            ciborium::de::Error::Io(_) => CborError::Truncated,
+            ciborium::de::Error::Syntax(offset) => CborError::Syntax { offset },
+            ciborium::de::Error::Semantic(offset, reason) => CborError::Semantic { offset, reason },
+            ciborium::de::Error::RecursionLimitExceeded => CborError::TooDeep,
+        }
     }
-    Ok(value)
+}
+
+impl std::fmt::Display for CborError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CborError::Empty => f.write_str("there are no bytes"),
+            CborError::Truncated => f.write_str("the bytes end inside a CBOR item"),
+            CborError::Syntax { offset } => write!(f, "invalid CBOR at byte offset {offset}"),
+            CborError::Semantic { offset: Some(offset), reason } => {
+                write!(f, "invalid CBOR item at byte offset {offset}: {reason}")
+            }
+            CborError::Semantic { offset: None, reason } => write!(f, "invalid CBOR item: {reason}"),
+            CborError::TooDeep => f.write_str("CBOR items are nested too deeply"),
+            CborError::Trailing { count } => write!(f, "{count} bytes follow the CBOR item"),
+        }
+    }
+}
+
+/// Decodes the first CBOR item of `bytes` and returns it with the number of
+/// bytes that follow it.
+fn decode_first(bytes: &[u8]) -> Result<(Value, usize), CborError> {
+    if bytes.is_empty() {
+        return Err(CborError::Empty);
+    }
+    let mut reader = bytes;
+    let value = ciborium::de::from_reader(&mut reader).map_err(CborError::from_slice_error)?;
+    Ok((value, reader.len()))
+}
+
+/// Decodes exactly one CBOR item from `bytes`; trailing bytes are an error.
+pub(crate) fn decode_single(bytes: &[u8]) -> Result<Value, CborError> {
+    match decode_first(bytes)? {
+        (value, 0) => Ok(value),
+        (_, count) => Err(CborError::Trailing { count }),
+    }
+}
+
+/// Maps a failure to decode the whole document to the error that explains it best.
+///
+/// A COSE_Sign1 as the NSM writes it starts with 0x84 (an array of 4 items),
+/// or with 0xd2 (tag 18) when tagged. Bytes that start otherwise and do not
+/// decode are reported as not being a COSE_Sign1 at all, because their CBOR
+/// details (a syntax error offset, or an item cut short) mean nothing to a
+/// user who passed the wrong file.
+fn envelope_error(bytes: &[u8], error: CborError) -> AttestationError {
+    let Some(&first) = bytes.first() else {
+        return AttestationError::Empty;
+    };
+    if !matches!(first, 0x84 | 0xd2) {
+        return AttestationError::NotCoseSign1 {
+            found: format!("bytes starting with 0x{first:02x} that are not valid CBOR ({error})"),
+        };
+    }
+    match error {
+        CborError::Truncated => AttestationError::Truncated { length: bytes.len() },
+        other => AttestationError::Cbor { reason: other.to_string() },
+    }
 }
 
 impl CoseSign1 {
     /// Decodes a COSE_Sign1 structure, tagged (18) or untagged, and checks the
     /// algorithm and the signature length.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, AttestationError> {
-        let value = decode_single(bytes)?;
+        let (value, trailing) = decode_first(bytes).map_err(|error| envelope_error(bytes, error))?;
 
+        // The item's type is checked before any trailing bytes, so that a file
+        // that happens to start with a small CBOR item is reported as not being
+        // a COSE_Sign1 rather than as a document followed by extra bytes.
         let value = match value {
             Value::Tag(TAG_COSE_SIGN1, inner) => *inner,
             Value::Tag(tag, _) => return Err(AttestationError::UnexpectedTag { tag }),
@@ -77,6 +155,9 @@ impl CoseSign1 {
             Value::Array(items) if items.len() == 4 => items,
             other => return Err(AttestationError::NotCoseSign1 { found: type_name(&other) }),
         };
+        if trailing != 0 {
+            return Err(AttestationError::TrailingBytes { count: trailing });
+        }
         let mut items = items.into_iter();
         let (Some(protected), Some(unprotected), Some(payload), Some(signature)) =
             (items.next(), items.next(), items.next(), items.next())

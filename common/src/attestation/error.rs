@@ -47,8 +47,16 @@ pub(crate) fn rfc3339_millis(millis: u64) -> String {
 #[non_exhaustive]
 pub enum AttestationError {
     // --- COSE_Sign1 envelope; the document's producer is at fault ---
-    /// The bytes are not well-formed CBOR.
-    #[error("attestation document is not well-formed CBOR: {reason}")]
+    /// The document has no bytes.
+    #[error("attestation document is empty; expected a COSE_Sign1 structure in binary CBOR, as the NSM returns it")]
+    Empty,
+    /// The bytes start like a COSE_Sign1 but end inside a CBOR item.
+    #[error(
+        "attestation document is truncated: its {length} bytes end inside a CBOR item, so the COSE_Sign1 structure is incomplete; pass the whole document"
+    )]
+    Truncated { length: usize },
+    /// The bytes start like a COSE_Sign1 but are not well-formed CBOR.
+    #[error("attestation document is not well-formed CBOR ({reason}); expected a COSE_Sign1 structure")]
     Cbor { reason: String },
     /// Bytes follow the COSE_Sign1 structure.
     #[error(
@@ -58,8 +66,11 @@ pub enum AttestationError {
     /// The document carries a CBOR tag other than 18 (COSE_Sign1).
     #[error("attestation document has CBOR tag {tag}; expected no tag or tag 18 (COSE_Sign1)")]
     UnexpectedTag { tag: u64 },
-    /// The top-level item is not a four-element array.
-    #[error("attestation document is not a COSE_Sign1 array: expected an array of 4 items, found {found}")]
+    /// The top-level item is not a four-element array, or the bytes neither
+    /// decode as CBOR nor start like a COSE_Sign1.
+    #[error(
+        "input is not an attestation document: expected a COSE_Sign1 structure (a CBOR array of 4 items), found {found}"
+    )]
     NotCoseSign1 { found: String },
     /// One of the four COSE_Sign1 items has the wrong CBOR type.
     #[error("COSE_Sign1 {field} has the wrong type: expected {expected}, found {found}")]

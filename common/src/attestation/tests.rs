@@ -177,10 +177,70 @@ fn payload_trailing_bytes_rejected() {
 
 #[test]
 fn malformed_cbor_rejected() {
-    let err = parse(&[0x84, 0x44, 0xa1]).unwrap_err();
+    // 0x1c is a reserved additional-information value, so byte 1 is invalid CBOR.
+    let err = parse(&[0x84, 0x1c]).unwrap_err();
     assert!(matches!(err, AttestationError::Cbor { .. }), "{err}");
+    assert!(err.to_string().contains("invalid CBOR at byte offset 1"), "{err}");
+}
+
+#[test]
+fn empty_document_rejected() {
     let err = parse(&[]).unwrap_err();
-    assert!(matches!(err, AttestationError::Cbor { .. }), "{err}");
+    assert!(matches!(err, AttestationError::Empty), "{err}");
+    assert!(err.to_string().contains("expected a COSE_Sign1 structure"), "{err}");
+}
+
+#[test]
+fn truncated_document_rejected() {
+    let signed = sign(&document(), &key()).unwrap();
+    for length in [1, 3, 100, signed.len() - 1] {
+        let err = parse(&signed[..length]).unwrap_err();
+        assert!(matches!(err, AttestationError::Truncated { length: found } if found == length), "{err}");
+        assert!(err.to_string().contains(&format!("truncated: its {length} bytes")), "{err}");
+    }
+}
+
+#[test]
+fn non_cose_bytes_rejected() {
+    let cases: [(&[u8], &str); 4] = [
+        (&[0x1c, 0x00], "bytes starting with 0x1c that are not valid CBOR (invalid CBOR at byte offset 0)"),
+        (&[0x5b, 0xff, 0x00], "bytes starting with 0x5b that are not valid CBOR (the bytes end inside a CBOR item)"),
+        (b"hello world", "text of 8 bytes"),
+        (&[0x05, 0x84, 0x00], "integer 5"),
+    ];
+    for (bytes, found) in cases {
+        let err = parse(bytes).unwrap_err();
+        assert!(matches!(err, AttestationError::NotCoseSign1 { .. }), "{bytes:02x?}: {err}");
+        assert!(err.to_string().starts_with("input is not an attestation document"), "{err}");
+        assert!(err.to_string().ends_with(&format!("found {found}")), "{err}");
+    }
+}
+
+#[test]
+fn cbor_errors_hide_debug_text() {
+    let signed = sign(&document(), &key()).unwrap();
+    let mut inputs: Vec<Vec<u8>> = vec![Vec::new(), signed[..10].to_vec(), vec![0x84, 0x1c], vec![0x1c]];
+    // A payload that is cut short and a protected header that is not CBOR.
+    inputs.push(envelope(payload::encode_payload(&document()).unwrap()[..50].to_vec()));
+    let mut items = items(&signed);
+    items[0] = Value::Bytes(vec![0xa1, 0x01]);
+    inputs.push(encode(&Value::Array(items)));
+    for bytes in inputs {
+        let text = parse(&bytes).unwrap_err().to_string();
+        for debug in ["Io(", "Syntax(", "Semantic(", "Error {", "UnexpectedEof"] {
+            assert!(!text.contains(debug), "{bytes:02x?}: {text}");
+        }
+    }
+}
+
+#[test]
+fn certificate_parse_error_hides_debug_text() {
+    for der in [&[0x30, 0x03, 0x02, 0x01][..], &[0x04; 10][..], &[0x30, 0x00][..]] {
+        let err = chain::inspect_certificate(CertificatePosition::Leaf, der, chain::Issuer::SelfSigned).unwrap_err();
+        assert!(matches!(err, AttestationError::CertificateParse { .. }), "{err}");
+        assert!(!err.to_string().contains("Parsing Error"), "{err}");
+        assert!(!err.to_string().contains("nom error"), "{err}");
+    }
 }
 
 #[test]

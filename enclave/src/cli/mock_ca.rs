@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use aws_lc_rs::digest::{SHA256, digest};
 
+use super::operations::write_stdout;
 use crate::nsm::{CaStore, NsmError, init_ca};
 
 /// Arguments of `mock-ca init`.
@@ -35,10 +36,12 @@ pub fn run(args: &MockCaArgs) -> anyhow::Result<()> {
     let store =
         CaStore::open(&args.dir).with_context(|| format!("cannot open the mock CA store in {}", args.dir.display()))?;
     let root_sha256 = store.cabundle().first().map(|der| hex::encode(digest(&SHA256, der))).unwrap_or_default();
-    println!("root certificate: {}", store.root_path().display());
-    println!("root SHA-256:     {root_sha256}");
-    println!("instance id:      {}", store.instance_id());
-    Ok(())
+    let summary = format!(
+        "root certificate: {}\nroot SHA-256:     {root_sha256}\ninstance id:      {}\n",
+        store.root_path().display(),
+        store.instance_id()
+    );
+    write_stdout(summary.as_bytes())
 }
 
 #[cfg(test)]

@@ -467,7 +467,7 @@ fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()
 }
 
 /// Writes to stdout; a closed pipe is not an error.
-fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -9,14 +9,22 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use recipient_common::attestation::{TimeMode, VerifiedDocument, Verifier, VerifyOptions};
+use recipient_common::attestation::{ParsedDocument, TimeMode, VerifiedDocument, Verifier, VerifyOptions};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::operations::write_stdout;
 use crate::input::InputError;
 
-/// The largest document file read: KMS accepts attestation documents of up to 256 KiB.
-const MAX_DOCUMENT_FILE: u64 = 256 * 1024 * 4 / 3 + 4096;
+/// The maximum size of an attestation document, as binary CBOR or after
+/// base64 decoding: the length limit of `RecipientInfo.AttestationDocument`
+/// in the KMS API reference (262144 bytes).
+const MAX_DOCUMENT_LEN: usize = 256 * 1024;
+
+/// The maximum number of bytes read from the input. Base64 text of a
+/// maximum-size document is 349528 characters, so twice the document limit
+/// leaves room for a one-byte line break after every two characters.
+const MAX_INPUT_LEN: u64 = 2 * MAX_DOCUMENT_LEN as u64;
 
 /// Summary output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -75,25 +83,55 @@ pub struct VerifyAttestationArgs {
     pub output: OutputFormat,
 }
 
-/// Reads the document at `path`, decoding base64 text; binary CBOR is kept as is.
+/// Returns how messages name the document input: `standard input` for `-`, otherwise the path.
+fn input_name(path: &Path) -> String {
+    if path == Path::new("-") { "standard input".to_owned() } else { path.display().to_string() }
+}
+
+/// Reads the document at `path` (`-` is standard input) and decodes base64
+/// text, keeping binary CBOR as is. Rejects empty input and documents larger
+/// than 256 KiB.
 pub fn read_document(path: &Path) -> Result<Vec<u8>, InputError> {
     let flag = "document";
+    let name = input_name(path);
     let mut bytes = Vec::new();
-    let read_error = |error| InputError::Read { flag, path: path.display().to_string(), error };
+    let read_error = |error| InputError::Read { flag, path: name.clone(), error };
     if path == Path::new("-") {
-        std::io::stdin().take(MAX_DOCUMENT_FILE + 1).read_to_end(&mut bytes).map_err(read_error)?;
+        std::io::stdin().take(MAX_INPUT_LEN + 1).read_to_end(&mut bytes).map_err(read_error)?;
     } else {
         let file = std::fs::File::open(path).map_err(read_error)?;
-        file.take(MAX_DOCUMENT_FILE + 1).read_to_end(&mut bytes).map_err(read_error)?;
+        file.take(MAX_INPUT_LEN + 1).read_to_end(&mut bytes).map_err(read_error)?;
     }
-    if bytes.len() as u64 > MAX_DOCUMENT_FILE {
-        let message = format!(
-            "{} is larger than {MAX_DOCUMENT_FILE} bytes; attestation documents are at most 256 KiB",
-            path.display()
-        );
-        return Err(InputError::Invalid { flag, message });
+    let invalid = |message: String| InputError::Invalid { flag, message };
+    let limit = format!("the {MAX_DOCUMENT_LEN}-byte (256 KiB) maximum size of an attestation document");
+
+    if bytes.len() as u64 > MAX_INPUT_LEN {
+        return Err(invalid(format!("{name} is larger than {limit}")));
     }
-    Ok(decode_document(bytes))
+    if bytes.is_empty() {
+        return Err(invalid(format!(
+            "{name} is empty; expected an attestation document as binary CBOR or base64 text"
+        )));
+    }
+
+    let input_len = bytes.len();
+    let document = decode_document(bytes);
+    if document.is_empty() {
+        let message =
+            format!("{name} contains only whitespace; expected an attestation document as binary CBOR or base64 text");
+        return Err(invalid(message));
+    }
+    if document.len() > MAX_DOCUMENT_LEN {
+        // Decoding base64 always shortens non-empty text, so an unchanged
+        // length means the bytes were kept as they are.
+        let size = if document.len() == input_len {
+            format!("is {} bytes", document.len())
+        } else {
+            format!("decodes from base64 to {} bytes", document.len())
+        };
+        return Err(invalid(format!("{name} {size}, more than {limit}")));
+    }
+    Ok(document)
 }
 
 /// Returns the CBOR of a document given as binary CBOR or as base64 text.
@@ -203,16 +241,18 @@ pub fn summary_json(verified: &VerifiedDocument) -> serde_json::Value {
 pub fn run(args: &VerifyAttestationArgs) -> anyhow::Result<()> {
     let bytes = read_document(&args.file)?;
     let verifier = verifier(args)?;
+    let name = input_name(&args.file);
 
+    let parsed = ParsedDocument::parse(&bytes).with_context(|| format!("failed to parse {name}"))?;
     let verified = verifier
-        .verify(&bytes, &options(args))
-        .with_context(|| format!("attestation document {} is not valid", args.file.display()))?;
+        .verify_parsed(parsed, &options(args))
+        .with_context(|| format!("attestation document {name} is not valid"))?;
 
-    match args.output {
-        OutputFormat::Text => println!("{}", summary_text(&verified)),
-        OutputFormat::Json => println!("{}", summary_json(&verified)),
-    }
-    Ok(())
+    let summary = match args.output {
+        OutputFormat::Text => summary_text(&verified),
+        OutputFormat::Json => summary_json(&verified).to_string(),
+    };
+    write_stdout(format!("{summary}\n").as_bytes())
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@
 //!   instance-id        the mock parent instance id, for module_id and PCR4
 //! ```
 //!
-//! The store refuses a directory or key file that other users can read or
-//! write, and a symbolic link in place of either.
+//! The store rejects a directory or key file that other users can read or
+//! write, a symbolic link in place of either, and a path of the wrong type
+//! (a file where the directory belongs, or the reverse).
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
@@ -29,7 +30,10 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
     SerialNumber,
 };
+use recipient_common::attestation::der_error_reason;
 use time::OffsetDateTime;
+use x509_parser::error::PEMError;
+use x509_parser::nom;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
@@ -113,24 +117,112 @@ fn crypto_error(action: &'static str) -> impl FnOnce(rcgen::Error) -> NsmError {
     move |e| NsmError::Crypto { action, reason: e.to_string() }
 }
 
-/// Checks that `path` is not a symbolic link and that other users can
-/// neither read nor write it (`private`) or at least not write it.
-fn check_permissions(path: &Path, private: bool) -> Result<(), NsmError> {
+/// The type of filesystem object a store path must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathKind {
+    Directory,
+    File,
+}
+
+/// Names a file type for error messages.
+fn file_type_name(file_type: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
+/// Joins phrases as in prose: `a`, `a and b`, `a, b and c`.
+fn join_phrases(phrases: &[&str]) -> String {
+    match phrases {
+        [] => String::new(),
+        [only] => (*only).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// Describes what the permission bits of `mode` selected by `mask` let the
+/// file's group and all other users do, for example "its group and all other
+/// users list its contents and access files in it by name".
+fn describe_access(mode: u32, mask: u32, kind: PathKind) -> String {
+    let names = match kind {
+        PathKind::Directory => ["list its contents", "create or delete files in it", "access files in it by name"],
+        PathKind::File => ["read it", "write it", "execute it"],
+    };
+    let actions = |bits: u32| -> Vec<&str> {
+        [0o4, 0o2, 0o1].into_iter().zip(names).filter(|(bit, _)| bits & bit != 0).map(|(_, name)| name).collect()
+    };
+    let group = actions((mode & mask) >> 3 & 0o7);
+    let others = actions(mode & mask & 0o7);
+
+    if group == others {
+        return format!("its group and all other users {}", join_phrases(&group));
+    }
+    let mut parts = Vec::new();
+    if !group.is_empty() {
+        parts.push(format!("its group {}", join_phrases(&group)));
+    }
+    if !others.is_empty() {
+        parts.push(format!("all other users {}", join_phrases(&others)));
+    }
+    parts.join(", and ")
+}
+
+/// Checks that `path` is a directory or regular file as `kind` requires, not a
+/// symbolic link, and that other users can neither read nor write it
+/// (`private`) or at least not write it.
+fn check_permissions(path: &Path, kind: PathKind, private: bool) -> Result<(), NsmError> {
     let metadata = fs::symlink_metadata(path).map_err(io_error(path))?;
-    if metadata.file_type().is_symlink() {
+    let file_type = metadata.file_type();
+    if file_type.is_symlink() {
         return Err(NsmError::SymbolicLink { path: path.to_owned() });
     }
+    match kind {
+        PathKind::Directory if !file_type.is_dir() => {
+            return Err(NsmError::NotADirectory { path: path.to_owned(), found: file_type_name(file_type) });
+        }
+        PathKind::File if !file_type.is_file() => {
+            return Err(NsmError::NotAFile { path: path.to_owned(), found: file_type_name(file_type) });
+        }
+        _ => {}
+    }
+
     let mode = metadata.mode() & 0o7777;
-    let is_dir = metadata.is_dir();
+    let is_dir = kind == PathKind::Directory;
     if private && mode & 0o077 != 0 {
         let fix = if is_dir { 0o700 } else { 0o600 };
-        return Err(NsmError::UnsafePermissions { path: path.to_owned(), mode, access: "read or write it", fix });
+        let access = describe_access(mode, 0o077, kind);
+        return Err(NsmError::UnsafePermissions { path: path.to_owned(), mode, access, fix });
     }
     if mode & 0o022 != 0 {
         let fix = if is_dir { 0o700 } else { 0o644 };
-        return Err(NsmError::UnsafePermissions { path: path.to_owned(), mode, access: "write it", fix });
+        let access = describe_access(mode, 0o022, kind);
+        return Err(NsmError::UnsafePermissions { path: path.to_owned(), mode, access, fix });
     }
     Ok(())
+}
+
+/// Formats a PEM parse error. The `Display` of `nom::Err` shows the inner
+/// error with `Debug` (`Parsing Error: MissingHeader`), so the inner error's
+/// own `Display` is used instead.
+fn pem_error_reason(error: &nom::Err<PEMError>) -> String {
+    match error {
+        nom::Err::Error(inner) | nom::Err::Failure(inner) => inner.to_string(),
+        nom::Err::Incomplete(_) => "the PEM text ends early".to_owned(),
+    }
 }
 
 fn random_hex(bytes: usize) -> Result<String, NsmError> {
@@ -213,13 +305,13 @@ fn now_seconds() -> OffsetDateTime {
 /// `root.pem`) is left untouched and [`NsmError::AlreadyInitialised`] returned.
 pub fn init_ca(dir: &Path) -> Result<(), NsmError> {
     if dir.exists() {
-        check_permissions(dir, true)?;
+        check_permissions(dir, PathKind::Directory, true)?;
         if dir.join(ROOT_CERT_FILE).exists() {
             return Err(NsmError::AlreadyInitialised { dir: dir.to_owned() });
         }
     } else {
         DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_error(dir))?;
-        check_permissions(dir, true)?;
+        check_permissions(dir, PathKind::Directory, true)?;
     }
 
     let now = now_seconds();
@@ -281,27 +373,29 @@ fn invalid(path: &Path, reason: impl Into<String>) -> NsmError {
 
 /// Reads a certificate file (PEM) and returns its DER.
 fn read_certificate(path: &Path) -> Result<Vec<u8>, NsmError> {
-    check_permissions(path, false)?;
+    check_permissions(path, PathKind::File, false)?;
     let text = read_file(path)?;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(&text).map_err(|e| invalid(path, format!("not PEM: {e}")))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&text)
+        .map_err(|e| invalid(path, format!("not PEM: {}", pem_error_reason(&e))))?;
     if pem.label != "CERTIFICATE" {
         return Err(invalid(path, format!("PEM label is {}; expected CERTIFICATE", pem.label)));
     }
-    X509Certificate::from_der(&pem.contents).map_err(|e| invalid(path, format!("not an X.509 certificate: {e}")))?;
+    X509Certificate::from_der(&pem.contents)
+        .map_err(|e| invalid(path, format!("not an X.509 certificate: {}", der_error_reason(&e))))?;
     Ok(pem.contents)
 }
 
 /// Reads a private key file (PKCS#8 PEM), which must be private to its owner.
 fn read_key(path: &Path) -> Result<KeyPair, NsmError> {
-    check_permissions(path, true)?;
+    check_permissions(path, PathKind::File, true)?;
     let text = Zeroizing::new(fs::read_to_string(path).map_err(io_error(path))?);
     KeyPair::from_pem(&text).map_err(|e| invalid(path, format!("not a PKCS#8 PEM private key: {e}")))
 }
 
 /// Checks that `certificate` (DER) carries the public half of `key`.
 fn check_key_matches(path: &Path, certificate: &[u8], key: &KeyPair) -> Result<OffsetDateTime, NsmError> {
-    let (_, parsed) =
-        X509Certificate::from_der(certificate).map_err(|e| invalid(path, format!("not an X.509 certificate: {e}")))?;
+    let (_, parsed) = X509Certificate::from_der(certificate)
+        .map_err(|e| invalid(path, format!("not an X.509 certificate: {}", der_error_reason(&e))))?;
     let point: &[u8] = parsed.public_key().subject_public_key.data.as_ref();
     if point != key.public_key_raw() {
         return Err(invalid(path, "the certificate does not match its private key file"));
@@ -321,10 +415,17 @@ impl CaStore {
     /// Opens the store in `dir`, checking its permissions and that each
     /// certificate matches its key.
     pub fn open(dir: &Path) -> Result<Self, NsmError> {
+        // A file in place of the directory is named as such, because running
+        // `mock-ca init` as the NotInitialised message suggests would fail on it.
+        if let Ok(metadata) = fs::metadata(dir)
+            && !metadata.is_dir()
+        {
+            return Err(NsmError::NotADirectory { path: dir.to_owned(), found: file_type_name(metadata.file_type()) });
+        }
         if !dir.join(ROOT_CERT_FILE).exists() {
             return Err(NsmError::NotInitialised { dir: dir.to_owned() });
         }
-        check_permissions(dir, true)?;
+        check_permissions(dir, PathKind::Directory, true)?;
 
         let mut cabundle = vec![read_certificate(&dir.join(ROOT_CERT_FILE))?];
         for (name, _, _) in INTERMEDIATES {
@@ -335,7 +436,7 @@ impl CaStore {
         let issuer_certificate = cabundle.last().cloned().unwrap_or_default();
         check_key_matches(&dir.join(format!("{issuer_name}.pem")), &issuer_certificate, &issuer_key)?;
         let instance_id_path = dir.join(INSTANCE_ID_FILE);
-        check_permissions(&instance_id_path, false)?;
+        check_permissions(&instance_id_path, PathKind::File, false)?;
         let instance_id = fs::read_to_string(&instance_id_path).map_err(io_error(&instance_id_path))?.trim().to_owned();
         if !is_valid_instance_id(&instance_id) {
             return Err(invalid(
@@ -399,7 +500,7 @@ impl CaStore {
         replace_file(&cert_path, pem.as_bytes(), 0o644)?;
         let key = KeyPair::from_pem(&key_pem).map_err(crypto_error("read back the new leaf key"))?;
         let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-            .map_err(|e| invalid(&cert_path, format!("not PEM: {e}")))?;
+            .map_err(|e| invalid(&cert_path, format!("not PEM: {}", pem_error_reason(&e))))?;
         tracing::info!(dir = %self.dir.display(), "issued a new mock leaf certificate");
         signer_from(&cert_path, parsed.contents, &key)
     }
@@ -412,6 +513,27 @@ mod tests {
     #[test]
     fn issuing_intermediate_is_last() {
         assert_eq!(INTERMEDIATES.last().map(|(name, _, _)| *name), Some(ISSUING_INTERMEDIATE));
+    }
+
+    #[test]
+    fn access_described_from_mode_bits() {
+        let cases = [
+            (
+                0o755,
+                0o077,
+                PathKind::Directory,
+                "its group and all other users list its contents and access files in it by name",
+            ),
+            (0o700 | 0o020, 0o077, PathKind::Directory, "its group create or delete files in it"),
+            (0o640, 0o077, PathKind::File, "its group read it"),
+            (0o604, 0o077, PathKind::File, "all other users read it"),
+            (0o664, 0o077, PathKind::File, "its group read it and write it, and all other users read it"),
+            (0o666, 0o022, PathKind::File, "its group and all other users write it"),
+            (0o647, 0o077, PathKind::File, "its group read it, and all other users read it, write it and execute it"),
+        ];
+        for (mode, mask, kind, expected) in cases {
+            assert_eq!(describe_access(mode, mask, kind), expected, "mode {mode:04o}");
+        }
     }
 
     #[test]

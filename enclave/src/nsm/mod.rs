@@ -97,11 +97,24 @@ pub enum NsmError {
     #[error("mock CA store file {}: {error}", path.display())]
     Io { path: PathBuf, error: io::Error },
     /// A CA store file or directory is readable or writable by other users.
+    /// `access` names who may do what, as in "its group read it".
     #[error(
-        "mock CA store path {} has mode {mode:04o}, which lets other users {access}; run `chmod {fix:o} {}`",
+        "mock CA store path {} has mode {mode:04o}, which lets {access}; run `chmod {fix:o} {}`",
         path.display(), path.display()
     )]
-    UnsafePermissions { path: PathBuf, mode: u32, access: &'static str, fix: u32 },
+    UnsafePermissions { path: PathBuf, mode: u32, access: String, fix: u32 },
+    /// The CA store path exists but is not a directory.
+    #[error(
+        "mock CA store path {} is {found}, not a directory; pass a directory, or a path that does not exist for `enclave-agent mock-ca init` to create",
+        path.display()
+    )]
+    NotADirectory { path: PathBuf, found: &'static str },
+    /// A CA store file is a directory or another non-regular file.
+    #[error(
+        "mock CA store file {} is {found}, not a regular file; move it away and create a new store with `enclave-agent mock-ca init --dir DIR`",
+        path.display()
+    )]
+    NotAFile { path: PathBuf, found: &'static str },
     /// A CA store path is a symbolic link.
     #[error("mock CA store path {} is a symbolic link; the store accepts only regular files in a real directory", path.display())]
     SymbolicLink { path: PathBuf },
