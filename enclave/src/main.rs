@@ -64,7 +64,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum MockCaCommand {
-    /// Create the mock CA chain (root, intermediate, leaf) in a directory.
+    /// Create the mock CA (a root and three intermediates; leaves are made per document) in a directory.
     Init(MockCaArgs),
 }
 

@@ -87,8 +87,10 @@ fn verify_random_bytes_not_attestation() {
         std::fs::write(&path, bytes).unwrap();
         let path = path.to_str().unwrap();
         let output = agent(&["verify-attestation", path]);
-        let prefix = format!("failed to parse {path}: input is not an attestation document: expected a COSE_Sign1");
-        assert_failure(&output, 1, &[&prefix, found]);
+        let prefix = format!(
+            "invalid document: cannot parse {path}: input is not an attestation document: expected a COSE_Sign1"
+        );
+        assert_failure(&output, 2, &[&prefix, found]);
     }
 }
 
@@ -115,10 +117,10 @@ fn verify_truncated_document_named() {
         std::fs::write(&path, &document[..length]).unwrap();
         let output = agent(&["verify-attestation", path.to_str().unwrap()]);
         let expected = format!(
-            "failed to parse {}: attestation document is truncated: its {length} bytes end inside a CBOR item, so the COSE_Sign1 structure is incomplete; pass the whole document",
+            "invalid document: cannot parse {}: attestation document is truncated: its {length} bytes end inside a CBOR item, so the COSE_Sign1 structure is incomplete; pass the whole document",
             path.display()
         );
-        assert_failure(&output, 1, &[&expected]);
+        assert_failure(&output, 2, &[&expected]);
     }
 }
 
@@ -147,7 +149,7 @@ fn verify_wrapped_base64_at_limit_not_too_large() {
     let text = base64::engine::general_purpose::STANDARD.encode(&document);
     let wrapped: Vec<u8> = text.as_bytes().chunks(76).flat_map(|line| [line, &b"\n"[..]].concat()).collect();
     let output = agent_with_stdin(&["verify-attestation", "-"], &wrapped);
-    assert_failure(&output, 1, &["failed to parse standard input: "]);
+    assert_failure(&output, 2, &["invalid document: cannot parse standard input: "]);
 }
 
 #[test]

@@ -50,8 +50,8 @@ struct Args {
     #[arg(long, value_name = "PEM")]
     trust_root: Vec<PathBuf>,
 
-    /// Maximum age of a Recipient attestation document, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Maximum age of a Recipient attestation document, in seconds, 1 to 86400.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, allow_negative_numbers = true, value_parser = parse_document_age)]
     max_document_age: u64,
 
     /// JSON file of accepted credentials, replacing the development pair:
@@ -88,6 +88,15 @@ fn main() -> ExitCode {
             eprintln!("kms-local: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Parses `--max-document-age`: whole seconds from 1 to one day.
+fn parse_document_age(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<i128>() {
+        Ok(seconds @ 1..=86_400) => Ok(seconds as u64),
+        Ok(_) => Err(format!("`{value}` is out of range; write a whole number of seconds from 1 to 86400")),
+        Err(_) => Err(format!("`{value}` is not a whole number of seconds; write one from 1 to 86400, such as 300")),
     }
 }
 

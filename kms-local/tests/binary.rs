@@ -140,9 +140,17 @@ fn invalid_arguments_exit_with_clear_messages() {
     assert_eq!(code, 1);
     assert!(stderr.contains("credentials is empty"), "{stderr}");
 
-    let (code, stderr) = run_failing(&["--ephemeral", "--max-document-age", "0"]);
-    assert_eq!(code, 2);
-    assert!(stderr.contains("--max-document-age"), "{stderr}");
+    for (value, expected) in [
+        ("0", "`0` is out of range; write a whole number of seconds from 1 to 86400"),
+        ("-5", "`-5` is out of range"),
+        ("86401", "`86401` is out of range"),
+        ("1.5", "`1.5` is not a whole number of seconds"),
+    ] {
+        let (code, stderr) = run_failing(&["--ephemeral", "--max-document-age", value]);
+        assert_eq!(code, 2, "{value}: {stderr}");
+        assert!(stderr.contains("--max-document-age"), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
 
     for listen in ["localhost:4566", "http://127.0.0.1:4566", "127.0.0.1"] {
         let (code, stderr) = run_failing(&["--ephemeral", "--listen", listen]);

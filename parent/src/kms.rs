@@ -60,13 +60,32 @@ pub struct ForwardError {
     pub kms_request_id: Option<String>,
 }
 
-/// The standard region chain found no region and none was given.
+/// A region that KMS requests cannot be signed for.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "no AWS region is configured; pass --region (for example --region us-east-1), set AWS_REGION, \
-     or set a region in the AWS profile"
-)]
-pub struct MissingRegion;
+pub enum RegionError {
+    /// The standard region chain found no region and none was given.
+    #[error(
+        "no AWS region is configured; pass --region (for example --region us-east-1), set AWS_REGION, \
+         or set a region in the AWS profile"
+    )]
+    Missing,
+    /// The region is not a valid host label, so no endpoint can be built.
+    #[error("AWS region `{0}` is not valid; {REGION_FORM}")]
+    Invalid(String),
+}
+
+/// The form of a valid region, for error messages.
+pub const REGION_FORM: &str =
+    "a region is lowercase letters, digits and hyphens, for example us-east-1 or eu-central-1";
+
+/// Returns whether `region` can name a regional endpoint: a DNS label of
+/// lowercase letters, digits and inner hyphens, 1 to 63 characters.
+pub fn is_valid_region(region: &str) -> bool {
+    (1..=63).contains(&region.len())
+        && region.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-')
+}
 
 /// An aws-sdk-kms client that forwards protocol operations.
 #[derive(Debug, Clone)]
@@ -78,9 +97,9 @@ pub struct KmsForwarder {
 
 impl KmsForwarder {
     /// Builds the client from the standard configuration chain and `options`.
-    /// Fails when no region is configured, because KMS requests are signed
-    /// for a region and every call would fail.
-    pub async fn new(options: &KmsOptions) -> Result<Self, MissingRegion> {
+    /// Fails when no valid region is configured, because KMS requests are
+    /// signed for a region and every call would fail.
+    pub async fn new(options: &KmsOptions) -> Result<Self, RegionError> {
         let retry = match options.retry_mode {
             RetryMode::Standard => aws_config::retry::RetryConfig::standard(),
             RetryMode::Adaptive => aws_config::retry::RetryConfig::adaptive(),
@@ -109,8 +128,12 @@ impl KmsForwarder {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
-        if config.region().is_none() {
-            return Err(MissingRegion);
+        match config.region() {
+            None => return Err(RegionError::Missing),
+            Some(region) if !is_valid_region(region.as_ref()) => {
+                return Err(RegionError::Invalid(region.as_ref().to_owned()));
+            }
+            Some(_) => {}
         }
         let environment = ["AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"].iter().find_map(|name| std::env::var(name).ok());
         let endpoint = match (&options.endpoint_url, environment, config.region()) {
@@ -469,6 +492,16 @@ mod tests {
 
     fn layer(text: &str, inner: Option<Layer>) -> Layer {
         Layer { text: text.to_owned(), inner: inner.map(Box::new) }
+    }
+
+    #[test]
+    fn region_forms() {
+        for valid in ["us-east-1", "eu-central-1", "cn-north-1", "us-gov-west-1", "local"] {
+            assert!(is_valid_region(valid), "{valid}");
+        }
+        for invalid in ["", "us east 1", "US-EAST-1", "-us", "us-", "us_east_1", &"a".repeat(64)] {
+            assert!(!is_valid_region(invalid), "{invalid:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::sync::Arc;
 
-use parent_proxy::kms::{KmsForwarder, KmsOptions, RetryMode};
+use parent_proxy::kms::{KmsForwarder, KmsOptions, REGION_FORM, RetryMode, is_valid_region};
 use parent_proxy::metrics::Metrics;
 use parent_proxy::server::{self, ServerConfig};
 use recipient_common::protocol::DEFAULT_MAX_FRAME_LEN;
@@ -27,7 +27,7 @@ const OPERATIONS: [&str; 5] =
 ///
 /// Listens for length-prefixed CBOR frames from enclave-agent and calls KMS
 /// through aws-sdk-kms with the standard AWS credential chain (environment,
-/// profile, instance role). Exit codes: 0 after a clean stop (SIGTERM or
+/// profile, container, instance role). Exit codes: 0 after a clean stop (SIGTERM or
 /// SIGINT), 1 when start-up or the listener fails, 2 for invalid arguments.
 #[derive(Debug, Parser)]
 #[command(name = "parent-proxy", version)]
@@ -41,11 +41,11 @@ struct Args {
     endpoint_url: Option<String>,
 
     /// AWS region; defaults to the standard region chain (AWS_REGION, profile, instance metadata).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_region)]
     region: Option<String>,
 
-    /// Total KMS attempts per request, the first included.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    /// Total KMS attempts per request, the first included, 1 to 10.
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = |text: &str| whole_number(text, 1, 10))]
     max_attempts: u32,
 
     /// SDK retry mode.
@@ -53,30 +53,30 @@ struct Args {
     retry_mode: RetryMode,
 
     /// Seconds to wait for a TCP/TLS connection to KMS (more than 0, at most 86400).
-    #[arg(long, default_value = "5", value_parser = positive_seconds)]
+    #[arg(long, default_value = "5", allow_negative_numbers = true, value_parser = positive_seconds)]
     connect_timeout: Duration,
 
     /// Seconds allowed for the whole KMS call of one request, retries included
     /// (more than 0, at most 86400).
-    #[arg(long, default_value = "30", value_parser = positive_seconds)]
+    #[arg(long, default_value = "30", allow_negative_numbers = true, value_parser = positive_seconds)]
     request_timeout: Duration,
 
     /// Seconds an enclave connection may stay silent before it is closed
     /// (more than 0, at most 86400).
-    #[arg(long, default_value = "300", value_parser = positive_seconds)]
+    #[arg(long, default_value = "300", allow_negative_numbers = true, value_parser = positive_seconds)]
     idle_timeout: Duration,
 
     /// Seconds to let requests in flight finish after SIGTERM or SIGINT
     /// (0 to 86400).
-    #[arg(long, default_value = "20", value_parser = seconds)]
+    #[arg(long, default_value = "20", allow_negative_numbers = true, value_parser = seconds)]
     shutdown_grace: Duration,
 
     /// Maximum open enclave connections, 1 or more; further ones get a "busy" error.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = |text: &str| whole_number(text, 1, u32::MAX))]
     max_connections: u32,
 
     /// Maximum requests being forwarded at once, 1 or more; further ones get a "busy" error.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true, value_parser = |text: &str| whole_number(text, 1, u32::MAX))]
     max_in_flight: u32,
 
     /// Maximum frame body in bytes, 16384 to 16777216 (the default fits a 256 KiB
@@ -84,7 +84,8 @@ struct Args {
     #[arg(
         long,
         default_value_t = DEFAULT_MAX_FRAME_LEN,
-        value_parser = clap::value_parser!(u32).range(i64::from(MIN_FRAME_BYTES)..=i64::from(MAX_FRAME_BYTES)),
+        allow_negative_numbers = true,
+        value_parser = |text: &str| whole_number(text, MIN_FRAME_BYTES, MAX_FRAME_BYTES),
     )]
     max_frame_bytes: u32,
 
@@ -93,15 +94,16 @@ struct Args {
     allow_operations: Vec<String>,
 
     /// Forward only requests naming this key id exactly (repeatable).
-    #[arg(long = "allow-key")]
+    #[arg(long = "allow-key", value_parser = parse_key_id)]
     allow_keys: Vec<String>,
 
     /// Forward requests that carry no attestation document (no Recipient).
     #[arg(long)]
     allow_unattested: bool,
 
-    /// Serve Prometheus metrics (/metrics) and a health check (/healthz) on this TCP address, e.g. 127.0.0.1:9090.
-    #[arg(long)]
+    /// Serve Prometheus metrics (/metrics) and a health check (/healthz) on this TCP address, IP:PORT
+    /// (for example 127.0.0.1:9090) or tcp://IP:PORT.
+    #[arg(long, value_parser = parse_metrics_address)]
     metrics_listen: Option<std::net::SocketAddr>,
 
     /// Log format on stderr.
@@ -111,8 +113,8 @@ struct Args {
     /// Threads that serve enclave connections and KMS calls, 1 to 256. One
     /// thread forwarded about 3500 requests per second on a 2-core test
     /// machine; raise this if its core is saturated.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    worker_threads: u16,
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = |text: &str| whole_number(text, 1, 256))]
+    worker_threads: u32,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -128,7 +130,7 @@ fn parse_endpoint_url(value: &str) -> Result<String, String> {
     match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(value.to_owned()),
         Some(_) => Err(format!("`{value}` has no host; write for example http://127.0.0.1:4566")),
-        None if value.contains("://") => Err(format!("`{value}` is not an http:// or https:// URL")),
+        None if value.contains(":/") => Err(format!("`{value}` is not an http:// or https:// URL")),
         None => Err(format!("`{value}` has no http:// or https:// scheme; write for example http://{value}")),
     }
 }
@@ -145,23 +147,64 @@ const MAX_SECONDS: f64 = 86_400.0;
 
 /// Parses a number of seconds from 0 to [`MAX_SECONDS`], fractions allowed.
 fn seconds(value: &str) -> Result<Duration, String> {
+    parse_seconds(value, "from 0 to")
+}
+
+/// Parses a number of seconds as [`seconds`] does, 0 excluded.
+fn positive_seconds(value: &str) -> Result<Duration, String> {
+    let duration = parse_seconds(value, "above 0 and at most")?;
+    if duration.is_zero() {
+        return Err(format!("`{value}` would make every call time out; write a number of seconds above 0"));
+    }
+    Ok(duration)
+}
+
+/// Parses seconds; `range` starts the description of the accepted values.
+fn parse_seconds(value: &str, range: &str) -> Result<Duration, String> {
     let number: f64 = value
         .trim()
         .parse()
         .map_err(|_| format!("`{value}` is not a number of seconds; write for example 30 or 0.5"))?;
     if !number.is_finite() || !(0.0..=MAX_SECONDS).contains(&number) {
-        return Err(format!("`{value}` is out of range; write a number of seconds from 0 to {MAX_SECONDS}"));
+        return Err(format!("`{value}` is out of range; write a number of seconds {range} {MAX_SECONDS}"));
     }
     Ok(Duration::from_secs_f64(number))
 }
 
-/// Parses a number of seconds as [`seconds`] does, 0 excluded.
-fn positive_seconds(value: &str) -> Result<Duration, String> {
-    let duration = seconds(value)?;
-    if duration.is_zero() {
-        return Err(format!("`{value}` would make every call time out; write a number of seconds above 0"));
+/// Parses a whole number from `min` to `max`.
+fn whole_number(value: &str, min: u32, max: u32) -> Result<u32, String> {
+    match value.trim().parse::<i128>() {
+        Ok(number) if (i128::from(min)..=i128::from(max)).contains(&number) => Ok(number as u32),
+        Ok(_) => Err(format!("`{value}` is out of range; write a whole number from {min} to {max}")),
+        Err(_) => Err(format!("`{value}` is not a whole number; write one from {min} to {max}")),
     }
-    Ok(duration)
+}
+
+/// Accepts a region that can name a regional endpoint.
+fn parse_region(value: &str) -> Result<String, String> {
+    if is_valid_region(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("`{value}` is not an AWS region; {REGION_FORM}"))
+    }
+}
+
+/// Accepts a key id, alias or ARN for `--allow-key`; it cannot be empty.
+fn parse_key_id(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        return Err("an empty key id matches no request; pass a key id, alias or key ARN".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+/// Accepts IP:PORT, with or without `tcp://` in front.
+fn parse_metrics_address(value: &str) -> Result<std::net::SocketAddr, String> {
+    let address = value.strip_prefix("tcp://").unwrap_or(value);
+    address.parse().map_err(|_| {
+        format!(
+            "`{value}` is not IP:PORT; write for example 127.0.0.1:9090 or [::1]:9090 (host names are not resolved)"
+        )
+    })
 }
 
 fn init_logging(format: LogFormat) {
@@ -244,7 +287,7 @@ fn main() -> ExitCode {
     // second worker and, on a small parent instance, the proxy does not
     // compete with itself for cores (measurements in docs/benchmarks.md).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(args.worker_threads))
+        .worker_threads(args.worker_threads as usize)
         .enable_all()
         .build()
     {

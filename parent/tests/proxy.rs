@@ -418,23 +418,29 @@ fn out_of_range_options_rejected() {
     let scratch = tempfile::tempdir().unwrap();
     // Each case: the option, the value, and a part of the message.
     let cases = [
-        ("--worker-threads", "0", "1..=256"),
-        ("--worker-threads", "257", "1..=256"),
-        ("--worker-threads", "two", "invalid digit"),
-        ("--max-connections", "0", "1.."),
-        ("--max-in-flight", "0", "1.."),
-        ("--max-frame-bytes", "0", "16384..=16777216"),
-        ("--max-frame-bytes", "16383", "16384..=16777216"),
-        ("--max-frame-bytes", "16777217", "16384..=16777216"),
+        ("--worker-threads", "0", "out of range; write a whole number from 1 to 256"),
+        ("--worker-threads", "257", "out of range; write a whole number from 1 to 256"),
+        ("--worker-threads", "two", "is not a whole number; write one from 1 to 256"),
+        ("--max-connections", "0", "write a whole number from 1 to 4294967295"),
+        ("--max-in-flight", "0", "write a whole number from 1 to 4294967295"),
+        ("--max-in-flight", "-3", "write a whole number from 1 to 4294967295"),
+        ("--max-attempts", "11", "write a whole number from 1 to 10"),
+        ("--max-frame-bytes", "0", "write a whole number from 16384 to 16777216"),
+        ("--max-frame-bytes", "16383", "write a whole number from 16384 to 16777216"),
+        ("--max-frame-bytes", "16777217", "write a whole number from 16384 to 16777216"),
         ("--request-timeout", "0", "would make every call time out"),
         ("--connect-timeout", "0", "would make every call time out"),
         ("--idle-timeout", "0", "would make every call time out"),
-        ("--request-timeout", "nan", "out of range"),
+        ("--request-timeout", "nan", "write a number of seconds above 0 and at most 86400"),
         ("--request-timeout", "inf", "out of range"),
         ("--request-timeout", "1e400", "out of range"),
         ("--idle-timeout", "-1", "out of range"),
         ("--shutdown-grace", "86401", "from 0 to 86400"),
         ("--shutdown-grace", "soon", "is not a number of seconds"),
+        ("--region", "", "is not an AWS region; a region is lowercase letters, digits and hyphens"),
+        ("--region", "us east 1", "is not an AWS region"),
+        ("--allow-key", "", "an empty key id matches no request"),
+        ("--metrics-listen", "localhost:9090", "is not IP:PORT; write for example 127.0.0.1:9090"),
     ];
     for (option, value, expected) in cases {
         let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
@@ -446,6 +452,29 @@ fn out_of_range_options_rejected() {
         assert!(stderr.contains(value), "{option} {value}: {stderr}");
         assert!(stderr.contains(expected), "{option} {value}: {stderr}");
     }
+
+    // A negative number given as a separate argument is still the option's
+    // value, not an unknown option.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
+    isolate_aws_environment(&mut command, scratch.path());
+    let output = command.args(["--listen", "tcp://127.0.0.1:0", "--connect-timeout", "-1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--connect-timeout"), "{stderr}");
+    assert!(stderr.contains("`-1` is out of range"), "{stderr}");
+}
+
+#[test]
+fn invalid_region_from_environment_fails_at_start() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
+    isolate_aws_environment(&mut command, scratch.path());
+    command.env("AWS_REGION", "us east 1");
+    let output =
+        command.args(["--listen", "tcp://127.0.0.1:0", "--endpoint-url", "http://127.0.0.1:9"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("AWS region `us east 1` is not valid; a region is lowercase letters"), "{stderr}");
 }
 
 #[test]
@@ -456,7 +485,15 @@ fn metrics_port_in_use_named() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_parent-proxy"));
     isolate_aws_environment(&mut command, scratch.path());
     let output = command
-        .args(["--listen", "tcp://127.0.0.1:0", "--endpoint-url", "http://127.0.0.1:9", "--metrics-listen", &address])
+        // The tcp:// form of --listen is accepted here too.
+        .args([
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+            "--metrics-listen",
+            &format!("tcp://{address}"),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

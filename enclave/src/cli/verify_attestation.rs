@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use recipient_common::attestation::{ParsedDocument, TimeMode, VerifiedDocument, Verifier, VerifyOptions};
+use recipient_common::attestation::{
+    AttestationError, ParsedDocument, TimeMode, VerifiedDocument, Verifier, VerifyOptions,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -243,10 +244,22 @@ pub fn run(args: &VerifyAttestationArgs) -> anyhow::Result<()> {
     let verifier = verifier(args)?;
     let name = input_name(&args.file);
 
-    let parsed = ParsedDocument::parse(&bytes).with_context(|| format!("failed to parse {name}"))?;
-    let verified = verifier
-        .verify_parsed(parsed, &options(args))
-        .with_context(|| format!("attestation document {name} is not valid"))?;
+    // A document that does not parse is invalid input (exit 2); one that
+    // parses but fails verification is refused (exit 1).
+    let parsed = ParsedDocument::parse(&bytes)
+        .map_err(|error| InputError::Invalid { flag: "document", message: format!("cannot parse {name}: {error}") })?;
+    let verified = verifier.verify_parsed(parsed, &options(args)).map_err(|error| {
+        // The library's message names no flag, so the flag that changes the
+        // outcome is named here.
+        let hint = match error {
+            AttestationError::DebugMode => " (--allow-debug accepts debug-mode documents)",
+            AttestationError::CertificateExpired { .. } | AttestationError::DocumentTooOld { .. } => {
+                " (--at document verifies an archived document at its own timestamp)"
+            }
+            _ => "",
+        };
+        anyhow::Error::new(error).context(format!("attestation document {name} is not valid{hint}"))
+    })?;
 
     let summary = match args.output {
         OutputFormat::Text => summary_text(&verified),
@@ -323,6 +336,7 @@ mod tests {
     fn vector_expired_now() {
         let err = run(&args(&[&vector("attestation-2022-10-13-signed-eif.cbor")])).unwrap_err();
         assert!(matches!(attestation_error(&err), AttestationError::CertificateExpired { .. }), "{err:#}");
+        assert!(format!("{err:#}").contains("(--at document verifies an archived document"), "{err:#}");
     }
 
     #[test]
@@ -330,6 +344,7 @@ mod tests {
         let file = vector("attestation-2022-10-12-debug.cbor");
         let err = run(&args(&[&file, "--at", "document"])).unwrap_err();
         assert!(matches!(attestation_error(&err), AttestationError::DebugMode), "{err:#}");
+        assert!(format!("{err:#}").contains("(--allow-debug accepts debug-mode documents)"), "{err:#}");
         run(&args(&[&file, "--at", "document", "--allow-debug"])).unwrap();
     }
 
