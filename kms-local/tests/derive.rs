@@ -200,6 +200,31 @@ async fn create_key_rejects_wrong_usage() {
     assert_eq!(error_parts(&error).0, "UnsupportedOperationException");
 }
 
+/// Sends DeriveSharedSecret with a Recipient carrying `document`, expects it
+/// to fail, and returns the error's code and message.
+async fn rejected_document(
+    client: &aws_sdk_kms::Client,
+    key_id: &str,
+    peer_spki: &[u8],
+    document: Vec<u8>,
+) -> (String, String) {
+    let error = client
+        .derive_shared_secret()
+        .key_id(key_id)
+        .key_agreement_algorithm(KeyAgreementAlgorithmSpec::Ecdh)
+        .public_key(Blob::new(peer_spki.to_vec()))
+        .recipient(
+            RecipientInfo::builder()
+                .key_encryption_algorithm(aws_sdk_kms::types::KeyEncryptionMechanism::RsaesOaepSha256)
+                .attestation_document(Blob::new(document))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    error_parts(&error)
+}
+
 #[tokio::test]
 async fn recipient_file_reference_is_rejected() {
     let server = start(Config::ephemeral()).await;
@@ -208,21 +233,7 @@ async fn recipient_file_reference_is_rejected() {
     let (_, peer_spki) = peer(&agreement::ECDH_P256);
 
     for text in ["fileb://attestation.cbor", "file://doc"] {
-        let error = client
-            .derive_shared_secret()
-            .key_id(&key_id)
-            .key_agreement_algorithm(KeyAgreementAlgorithmSpec::Ecdh)
-            .public_key(Blob::new(peer_spki.clone()))
-            .recipient(
-                RecipientInfo::builder()
-                    .key_encryption_algorithm(aws_sdk_kms::types::KeyEncryptionMechanism::RsaesOaepSha256)
-                    .attestation_document(Blob::new(text.as_bytes()))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap_err();
-        let (code, message) = error_parts(&error);
+        let (code, message) = rejected_document(&client, &key_id, &peer_spki, text.as_bytes().to_vec()).await;
         assert_eq!(code, "ValidationException", "{text}");
         assert!(message.contains("the file was not read"), "{message}");
         assert!(message.contains(text), "{message}");
@@ -239,32 +250,15 @@ async fn recipient_document_encoded_twice_is_named() {
     let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
     let document = std::fs::read(vectors.join("attestation-2022-10-12-debug.cbor")).unwrap();
 
-    let send = |bytes: Vec<u8>| {
-        client
-            .derive_shared_secret()
-            .key_id(&key_id)
-            .key_agreement_algorithm(KeyAgreementAlgorithmSpec::Ecdh)
-            .public_key(Blob::new(peer_spki.clone()))
-            .recipient(
-                RecipientInfo::builder()
-                    .key_encryption_algorithm(aws_sdk_kms::types::KeyEncryptionMechanism::RsaesOaepSha256)
-                    .attestation_document(Blob::new(bytes))
-                    .build(),
-            )
-            .send()
-    };
-
     let twice = base64::engine::general_purpose::STANDARD.encode(&document).into_bytes();
-    let error = send(twice).await.unwrap_err();
-    let (code, message) = error_parts(&error);
+    let (code, message) = rejected_document(&client, &key_id, &peer_spki, twice).await;
     assert_eq!(code, "ValidationException");
     assert!(message.contains("contains the base64 text of an attestation document"), "{message}");
     assert!(message.contains("base64-encoded twice"), "{message}");
 
     // Base64 text of something else gets the parser's own error.
     let other = base64::engine::general_purpose::STANDARD.encode(b"not a document").into_bytes();
-    let error = send(other).await.unwrap_err();
-    let (code, message) = error_parts(&error);
+    let (code, message) = rejected_document(&client, &key_id, &peer_spki, other).await;
     assert_eq!(code, "ValidationException");
     assert!(message.contains("is not a valid attestation document"), "{message}");
 }

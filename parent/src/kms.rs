@@ -317,17 +317,16 @@ impl aws_sdk_kms::config::Intercept for RetryLogger {
             let operation =
                 cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map_or("KMS", |m| m.name());
             let previous = cfg.load::<AttemptFailure>().map_or("-", |failure| failure.0.as_str());
-            match ORIGIN.try_with(|origin| *origin) {
-                Ok(Origin { connection, request_id }) => tracing::warn!(
-                    connection,
-                    request_id,
-                    attempt,
-                    operation,
-                    previous_error = previous,
-                    "retrying KMS call"
-                ),
-                Err(_) => tracing::warn!(attempt, operation, previous_error = previous, "retrying KMS call"),
-            }
+            // Outside a forwarded request the two ids are absent and left out.
+            let origin = ORIGIN.try_with(|origin| *origin).ok();
+            tracing::warn!(
+                connection = origin.map(|origin| origin.connection),
+                request_id = origin.map(|origin| origin.request_id),
+                attempt,
+                operation,
+                previous_error = previous,
+                "retrying KMS call"
+            );
         }
         Ok(())
     }
