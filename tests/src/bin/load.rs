@@ -37,6 +37,26 @@ use recipient_tests::{
     start_parent_proxy,
 };
 
+/// Path of the kernel's idle driver name.
+const CPUIDLE_DRIVER: &str = "/sys/devices/system/cpu/cpuidle/current_driver";
+/// Path of the time a guest with the haltpoll driver polls before it halts a core.
+const GUEST_HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+
+fn read_setting(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
+}
+
+/// Returns the line that records the run's idle setting, or `None` when the
+/// kernel does not report one. On a virtual machine, resuming an idle core
+/// can take tens of microseconds, which shows in the concurrency 1 median.
+fn describe_idle(driver: Option<String>, halt_poll_ns: Option<String>) -> Option<String> {
+    let driver = driver?;
+    Some(match halt_poll_ns {
+        Some(ns) if driver == "haltpoll" => format!("cpu idle driver: haltpoll, guest_halt_poll_ns {ns}"),
+        _ => format!("cpu idle driver: {driver}"),
+    })
+}
+
 /// Load the Recipient flow end to end and report latency and memory.
 #[derive(Debug, Parser)]
 struct Args {
@@ -356,6 +376,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     floor_before.print();
     let mut enclave_results = Vec::new();
 
+    if let Some(idle) = describe_idle(read_setting(CPUIDLE_DRIVER), read_setting(GUEST_HALT_POLL_NS)) {
+        println!("{idle}");
+    }
     println!(
         "load: {} requests per mode after {} warm-up, concurrency {}, P-256 DeriveSharedSecret with Recipient (RSA-2048)",
         args.requests, args.warmup, args.concurrency
@@ -465,5 +488,24 @@ fn main() -> std::process::ExitCode {
             eprintln!("load: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_idle;
+
+    #[test]
+    fn idle_line_per_driver() {
+        assert_eq!(
+            describe_idle(Some("haltpoll".into()), Some("0".into())).as_deref(),
+            Some("cpu idle driver: haltpoll, guest_halt_poll_ns 0")
+        );
+        assert_eq!(
+            describe_idle(Some("intel_idle".into()), Some("0".into())).as_deref(),
+            Some("cpu idle driver: intel_idle")
+        );
+        assert_eq!(describe_idle(Some("acpi_idle".into()), None).as_deref(), Some("cpu idle driver: acpi_idle"));
+        assert_eq!(describe_idle(None, Some("0".into())), None);
     }
 }
