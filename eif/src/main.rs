@@ -219,6 +219,7 @@ fn run(command: Command) -> Result<ExitCode> {
             image_version,
             output,
         } => {
+            check_build_inputs(&kernel, &ramdisk)?;
             let signing_key = match (signing_certificate, private_key) {
                 (Some(certificate), Some(key)) => Some(load_signing_key(&certificate, &key)?),
                 _ => None,
@@ -294,7 +295,43 @@ fn ramdisk(directory: &Path, output: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Returns the metadata of an input path given as `option`, with an error
+/// that names the option when the path does not exist.
+fn input_metadata(option: &str, path: &Path) -> Result<fs::Metadata> {
+    match fs::metadata(path) {
+        Ok(metadata) => Ok(metadata),
+        Err(error) if matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            bail!("{option} {} does not exist", path.display())
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot read {option} {}", path.display())),
+    }
+}
+
+/// Checks the kernel and ramdisk paths before the output file is created.
+/// The kernel must be a regular file. A ramdisk must not be a directory, and
+/// other file types are left to the builder.
+fn check_build_inputs(kernel: &Path, ramdisks: &[PathBuf]) -> Result<()> {
+    if !input_metadata("--kernel", kernel)?.is_file() {
+        bail!("--kernel {} is not a file", kernel.display());
+    }
+    for ramdisk in ramdisks {
+        if input_metadata("--ramdisk", ramdisk)?.is_dir() {
+            bail!(
+                "--ramdisk {0} is not a file; pack the directory first with `eif-tool ramdisk {0} -o FILE.cpio`",
+                ramdisk.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn load_signing_key(certificate: &Path, key: &Path) -> Result<SigningKey> {
+    // Pipes such as `<(command)` are accepted, so only directories are rejected.
+    for (option, path) in [("--signing-certificate", certificate), ("--private-key", key)] {
+        if input_metadata(option, path)?.is_dir() {
+            bail!("{option} {} is not a file", path.display());
+        }
+    }
     let certificate_pem = fs::read(certificate)
         .with_context(|| format!("cannot read --signing-certificate {}", certificate.display()))?;
     let key_pem =
@@ -304,9 +341,6 @@ fn load_signing_key(certificate: &Path, key: &Path) -> Result<SigningKey> {
 }
 
 fn build(options: &BuildOptions, output: &Path) -> Result<ExitCode> {
-    if !options.kernel.is_file() {
-        bail!("--kernel {} is not a file", options.kernel.display());
-    }
     // Output errors already start with "cannot write OUTPUT".
     let measurements = match build_eif(options, output) {
         Ok(measurements) => measurements,

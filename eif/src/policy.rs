@@ -83,6 +83,11 @@ pub enum PolicyError {
     DuplicatePcr { index: u8 },
     #[error("PCR{index} is not measured from the image; pass its value as --pcr {index}=HEX")]
     PcrNotInImage { index: u8 },
+    /// `--pcr 8` without a value on an image without a signature section.
+    #[error(
+        "the image is not signed, so it has no PCR8; build it with --signing-certificate and --private-key to get one"
+    )]
+    UnsignedImage,
     #[error("--pcr 0={given} contradicts the image's PCR0 {measured}; no enclave running this image could match")]
     Pcr0Conflict { given: String, measured: String },
 }
@@ -295,6 +300,8 @@ pub fn key_policy(measurements: &Measurements, options: &PolicyOptions) -> Resul
             }
             (Some(given), _) => given,
             (None, Some(measured)) => measured,
+            // The reader sets PCR8 exactly when the image has a signature section.
+            (None, None) if condition.index == 8 => return Err(PolicyError::UnsignedImage),
             (None, None) => return Err(PolicyError::PcrNotInImage { index: condition.index }),
         };
         entries.push((format!("{PCR_KEY_PREFIX}{}", condition.index), hex::encode(value)));
@@ -420,9 +427,32 @@ mod tests {
 
     #[test]
     fn pcr_not_in_image_needs_a_value() {
+        let error = key_policy(&measurements(), &options(vec!["3".parse().unwrap()])).unwrap_err();
+
+        assert!(matches!(error, PolicyError::PcrNotInImage { index: 3 }), "{error}");
+        assert_eq!(error.to_string(), "PCR3 is not measured from the image; pass its value as --pcr 3=HEX");
+    }
+
+    #[test]
+    fn pcr8_of_unsigned_image_says_unsigned() {
         let error = key_policy(&measurements(), &options(vec!["8".parse().unwrap()])).unwrap_err();
 
-        assert!(matches!(error, PolicyError::PcrNotInImage { index: 8 }), "{error}");
+        assert!(matches!(error, PolicyError::UnsignedImage), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "the image is not signed, so it has no PCR8; \
+             build it with --signing-certificate and --private-key to get one"
+        );
+    }
+
+    #[test]
+    fn pcr8_of_signed_image_is_used() {
+        let signed = Measurements { pcr8: Some([0xa8; 48]), ..measurements() };
+
+        let policy = key_policy(&signed, &options(vec!["8".parse().unwrap()])).unwrap();
+
+        let entries = &policy.statements[1].condition.as_ref().unwrap().entries;
+        assert_eq!(entries[1], ("kms:RecipientAttestation:PCR8".to_owned(), "a8".repeat(48)));
     }
 
     #[test]

@@ -44,16 +44,20 @@ pub enum EifError {
     /// defect of the image).
     #[error("cannot read {path}: {error}")]
     Io { path: String, error: io::Error },
+    /// The file has no bytes.
+    #[error("the file is empty; copy the image again")]
+    Empty,
     /// The file is shorter than its header or than the sections the header
-    /// declares.
-    #[error(
-        "truncated EIF: the header declares {expected} bytes but the file has {found}; \
-         copy the image again"
-    )]
+    /// declares. `expected` is the header length in the first case.
+    #[error("{}", truncated_message(*expected, *found))]
     Truncated { expected: u64, found: u64 },
-    /// The file does not start with `.eif`.
-    #[error("not an EIF: expected magic 2e656966 (\".eif\"), found {}", hex::encode(found))]
-    BadMagic { found: [u8; 4] },
+    /// The file does not start with `.eif`, or, when it is shorter than the
+    /// magic, with the first bytes of `.eif`.
+    #[error("not an EIF: expected magic 2e656966 (\".eif\"), found {}", found_magic_text(found))]
+    BadMagic {
+        /// The first 4 bytes of the file, or all of them in a shorter file.
+        found: Vec<u8>,
+    },
     /// The header version is outside the versions this crate reads.
     #[error("unsupported EIF version {found}; versions {MIN_VERSION} to {CURRENT_VERSION} are supported")]
     UnsupportedVersion { found: u16 },
@@ -107,6 +111,29 @@ pub enum EifError {
     /// The signature section is malformed.
     #[error(transparent)]
     Signature(#[from] SignatureError),
+}
+
+/// Formats [`EifError::Truncated`]. A file shorter than the header has no
+/// declared length, so its message names the header length instead. A
+/// declared length is always longer, because an image has at least one section.
+fn truncated_message(expected: u64, found: u64) -> String {
+    if expected == HEADER_LEN as u64 {
+        format!(
+            "truncated EIF: the file has {found} bytes, fewer than the {HEADER_LEN}-byte header; copy the image again"
+        )
+    } else {
+        format!("truncated EIF: the header declares {expected} bytes but the file has {found}; copy the image again")
+    }
+}
+
+/// Formats the bytes found in place of the magic, with the file length when
+/// the file is shorter than the magic.
+fn found_magic_text(found: &[u8]) -> String {
+    if found.len() < MAGIC.len() {
+        format!("{} in a {}-byte file", hex::encode(found), found.len())
+    } else {
+        hex::encode(found)
+    }
 }
 
 /// One section of an image, in file order.
@@ -209,15 +236,23 @@ fn read_source(source: &impl Source, name: &str) -> Result<EifImage, EifError> {
     let io_error = |error| EifError::Io { path: name.to_owned(), error };
     let file_len = source.len();
 
+    if file_len == 0 {
+        return Err(EifError::Empty);
+    }
+    // The magic is checked before the length, so that a file shorter than the
+    // header is reported as truncated only when its bytes start like an EIF.
     let mut header_bytes = [0u8; HEADER_LEN];
+    let available = usize::try_from(file_len).unwrap_or(HEADER_LEN).min(HEADER_LEN);
+    source.read_exact_at(header_bytes.get_mut(..available).unwrap_or_default(), 0).map_err(io_error)?;
+    let magic_len = available.min(MAGIC.len());
+    let found_magic = header_bytes.get(..magic_len).unwrap_or_default();
+    if MAGIC.get(..magic_len) != Some(found_magic) {
+        return Err(EifError::BadMagic { found: found_magic.to_vec() });
+    }
     if file_len < HEADER_LEN as u64 {
         return Err(EifError::Truncated { expected: HEADER_LEN as u64, found: file_len });
     }
-    source.read_exact_at(&mut header_bytes, 0).map_err(io_error)?;
     let header = Header::decode(&header_bytes);
-    if header.magic != MAGIC {
-        return Err(EifError::BadMagic { found: header.magic });
-    }
     if !(MIN_VERSION..=CURRENT_VERSION).contains(&header.version) {
         return Err(EifError::UnsupportedVersion { found: header.version });
     }

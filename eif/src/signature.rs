@@ -25,9 +25,13 @@ use aws_lc_rs::signature::{
 use ciborium::Value;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
-use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384};
+use x509_parser::asn1_rs::{Any, Class, Oid, Tag};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_DSA, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521,
+    OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS, OID_SIG_ED448, OID_SIG_ED25519,
+};
 use x509_parser::pem::Pem;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{AlgorithmIdentifier, FromDer, X509Certificate};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::measure::{PCR_LEN, Pcr, measure_bytes};
@@ -42,6 +46,9 @@ const PROTECTED_ES384: [u8; 4] = [0xa1, 0x01, 0x38, 0x22];
 
 /// Length of a P-384 uncompressed point: 0x04, then X and Y of 48 bytes each.
 const P384_POINT_LEN: usize = 97;
+
+/// The OpenSSL command that creates an ECDSA P-384 private key.
+const P384_KEY_COMMAND: &str = "openssl ecparam -name secp384r1 -genkey";
 
 /// Errors reading the signature section or loading a signing key.
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +70,35 @@ pub enum SignatureError {
     #[error("signing certificate is not a valid X.509 certificate: {0}")]
     Certificate(String),
     /// The certificate's key is not an ECDSA P-384 key.
-    #[error("signing certificate has a {found} key; expected an ECDSA P-384 (secp384r1) key")]
-    CertificateKeyType { found: String },
+    #[error(
+        "signing certificate has {found}; expected an ECDSA P-384 (secp384r1) key. \
+         Issue the certificate for a key made with `{P384_KEY_COMMAND}`"
+    )]
+    CertificateKeyType {
+        /// The key type in words, such as "an RSA key".
+        found: String,
+    },
+    /// The certificate's P-384 public key is not an uncompressed point.
+    #[error(
+        "signing certificate has an ECDSA P-384 public key of {len} bytes; expected the {P384_POINT_LEN}-byte \
+         uncompressed point. Issue the certificate again with OpenSSL's default, uncompressed point form"
+    )]
+    CertificatePointLength { len: usize },
     /// The private key file contains no supported key.
     #[error(
         "private key file contains no EC PRIVATE KEY or PRIVATE KEY PEM block (found {found}); \
-         create one with `openssl ecparam -name secp384r1 -genkey`"
+         create one with `{P384_KEY_COMMAND}`"
     )]
     NoPrivateKey { found: String },
     /// The private key is encrypted.
     #[error("private key is encrypted; decrypt it first with `openssl pkey -in KEY -out PLAIN`")]
     EncryptedPrivateKey,
+    /// The private key is not an ECDSA P-384 key.
+    #[error("private key is {found}; expected an ECDSA P-384 (secp384r1) key. Create one with `{P384_KEY_COMMAND}`")]
+    PrivateKeyType {
+        /// The key type in words, such as "an RSA key".
+        found: String,
+    },
     /// The private key is not a P-384 key aws-lc accepts.
     #[error("private key is not a valid ECDSA P-384 key: {0}")]
     PrivateKey(String),
@@ -199,7 +224,7 @@ impl SigningKey {
 
         let key_der = private_key_der(private_key_pem)?;
         let key_pair = EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, &key_der)
-            .map_err(|error| SignatureError::PrivateKey(error.to_string()))?;
+            .map_err(|error| private_key_error(&key_der, error.to_string()))?;
 
         if key_pair.public_key().as_ref() != certificate_point.as_slice() {
             return Err(SignatureError::KeyMismatch);
@@ -364,23 +389,93 @@ fn private_key_der(pem: &[u8]) -> Result<Zeroizing<Vec<u8>>, SignatureError> {
     Err(SignatureError::NoPrivateKey { found })
 }
 
-/// Returns the certificate's public key point after checking that it is a
-/// P-384 key.
+/// Returns the certificate's public key point after checking that it is an
+/// uncompressed P-384 point.
 fn p384_point<'a>(certificate: &'a X509Certificate<'_>) -> Result<&'a [u8], SignatureError> {
     let spki = certificate.public_key();
     let curve = spki.algorithm.parameters.as_ref().and_then(|parameters| parameters.as_oid().ok());
-    let point = spki.subject_public_key.data.as_ref();
-    let is_p384 = spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY
-        && curve.as_ref() == Some(&OID_NIST_EC_P384)
-        && point.len() == P384_POINT_LEN;
-    if !is_p384 {
-        let found = match curve {
-            Some(curve) => format!("{} ({curve})", spki.algorithm.algorithm),
-            None => spki.algorithm.algorithm.to_string(),
-        };
+    if !is_p384(&spki.algorithm.algorithm, curve.as_ref()) {
+        let found = key_type_name(&spki.algorithm.algorithm, curve.as_ref());
         return Err(SignatureError::CertificateKeyType { found });
     }
+    let point = spki.subject_public_key.data.as_ref();
+    if point.len() != P384_POINT_LEN {
+        return Err(SignatureError::CertificatePointLength { len: point.len() });
+    }
     Ok(point)
+}
+
+/// Explains why aws-lc rejected a private key: by its type when the DER
+/// contains another key type than ECDSA P-384, else by aws-lc's `reason`.
+fn private_key_error(der: &[u8], reason: String) -> SignatureError {
+    match private_key_algorithm(der) {
+        Some((algorithm, curve)) if !is_p384(&algorithm, curve.as_ref()) => {
+            SignatureError::PrivateKeyType { found: key_type_name(&algorithm, curve.as_ref()) }
+        }
+        _ => SignatureError::PrivateKey(reason),
+    }
+}
+
+/// Reads the key algorithm and named curve of a DER private key in PKCS #8
+/// PrivateKeyInfo (RFC 5208) or SEC 1 ECPrivateKey (RFC 5915) form. Returns
+/// `None` when the DER is neither.
+fn private_key_algorithm(der: &[u8]) -> Option<(Oid<'static>, Option<Oid<'static>>)> {
+    let (_, outer) = Any::from_der(der).ok()?;
+    if outer.tag() != Tag::Sequence {
+        return None;
+    }
+    // Both forms start with a version INTEGER.
+    let (fields, _version) = Any::from_der(outer.data).ok()?;
+
+    // PKCS #8: the privateKeyAlgorithm AlgorithmIdentifier follows, with the
+    // curve OID as its parameters for EC keys.
+    if let Ok((_, algorithm)) = AlgorithmIdentifier::from_der(fields) {
+        let curve = algorithm.parameters.as_ref().and_then(|parameters| parameters.as_oid().ok());
+        return Some((algorithm.algorithm.to_owned(), curve.map(|curve| curve.to_owned())));
+    }
+
+    // SEC 1: the privateKey OCTET STRING follows, then the optional
+    // parameters [0], explicitly tagged, which contain the curve OID.
+    let (fields, private_key) = Any::from_der(fields).ok()?;
+    if private_key.tag() != Tag::OctetString {
+        return None;
+    }
+    let curve = Any::from_der(fields)
+        .ok()
+        .filter(|(_, parameters)| parameters.class() == Class::ContextSpecific && parameters.tag() == Tag(0))
+        .and_then(|(_, parameters)| Oid::from_der(parameters.data).ok())
+        .map(|(_, curve)| curve.to_owned());
+    Some((OID_KEY_TYPE_EC_PUBLIC_KEY, curve))
+}
+
+fn is_p384(algorithm: &Oid<'_>, curve: Option<&Oid<'_>>) -> bool {
+    *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY && curve == Some(&OID_NIST_EC_P384)
+}
+
+/// Names a key type for error messages, such as "an RSA key" or "an ECDSA
+/// P-256 (prime256v1) key". An algorithm or curve without a name here is
+/// given as its dotted OID.
+fn key_type_name(algorithm: &Oid<'_>, curve: Option<&Oid<'_>>) -> String {
+    if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        return match curve {
+            Some(curve) if *curve == OID_EC_P256 => "an ECDSA P-256 (prime256v1) key".to_owned(),
+            Some(curve) if *curve == OID_NIST_EC_P384 => "an ECDSA P-384 (secp384r1) key".to_owned(),
+            Some(curve) if *curve == OID_NIST_EC_P521 => "an ECDSA P-521 (secp521r1) key".to_owned(),
+            Some(curve) => format!("an EC key on curve {curve}"),
+            None => "an EC key without a named curve".to_owned(),
+        };
+    }
+    let names = [
+        (OID_PKCS1_RSAENCRYPTION, "an RSA key"),
+        (OID_PKCS1_RSASSAPSS, "an RSA-PSS key"),
+        (OID_SIG_ED25519, "an Ed25519 key"),
+        (OID_SIG_ED448, "an Ed448 key"),
+        (OID_KEY_TYPE_DSA, "a DSA key"),
+    ];
+    match names.iter().find(|(oid, _)| oid == algorithm) {
+        Some((_, name)) => (*name).to_owned(),
+        None => format!("a key of algorithm {algorithm}"),
+    }
 }
 
 fn certificate_info(certificate: &X509Certificate<'_>) -> CertificateInfo {
@@ -504,16 +599,93 @@ mod tests {
         assert!(matches!(error, SignatureError::KeyMismatch), "{error}");
     }
 
-    #[test]
-    fn p256_certificate_is_rejected() {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let certificate =
-            rcgen::CertificateParams::new(vec!["p256.test".to_owned()]).unwrap().self_signed(&key).unwrap();
+    /// Creates a self-signed certificate and its PKCS #8 key of any type that
+    /// rcgen generates.
+    fn signer_for(algorithm: &'static rcgen::SignatureAlgorithm) -> (String, String) {
+        let key = rcgen::KeyPair::generate_for(algorithm).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["other-key.test".to_owned()]).unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        (certificate.pem(), key.serialize_pem())
+    }
 
-        let error = SigningKey::from_pem(certificate.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap_err();
+    /// Key types other than ECDSA P-384, each with its name in messages.
+    /// ML-DSA-44 (OID 2.16.840.1.101.3.4.3.17) has no name, so its OID is shown.
+    fn other_key_types() -> [(&'static rcgen::SignatureAlgorithm, &'static str); 5] {
+        [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, "an ECDSA P-256 (prime256v1) key"),
+            (&rcgen::PKCS_ECDSA_P521_SHA512, "an ECDSA P-521 (secp521r1) key"),
+            (&rcgen::PKCS_RSA_SHA256, "an RSA key"),
+            (&rcgen::PKCS_ED25519, "an Ed25519 key"),
+            (&rcgen::PKCS_ML_DSA_44, "a key of algorithm 2.16.840.1.101.3.4.3.17"),
+        ]
+    }
+
+    #[test]
+    fn p256_certificate_error_names_curve() {
+        let (certificate, key) = signer_for(&rcgen::PKCS_ECDSA_P256_SHA256);
+
+        let error = SigningKey::from_pem(certificate.as_bytes(), key.as_bytes()).unwrap_err();
 
         assert!(matches!(error, SignatureError::CertificateKeyType { .. }), "{error}");
-        assert!(error.to_string().contains("1.2.840.10045.3.1.7"), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "signing certificate has an ECDSA P-256 (prime256v1) key; expected an ECDSA P-384 (secp384r1) key. \
+             Issue the certificate for a key made with `openssl ecparam -name secp384r1 -genkey`"
+        );
+    }
+
+    #[test]
+    fn certificate_key_types_are_named() {
+        for (algorithm, name) in other_key_types() {
+            let (certificate, key) = signer_for(algorithm);
+
+            let error = SigningKey::from_pem(certificate.as_bytes(), key.as_bytes()).unwrap_err();
+
+            let message = error.to_string();
+            assert!(matches!(error, SignatureError::CertificateKeyType { .. }), "{name}: {message}");
+            let expected = format!("signing certificate has {name}; expected an ECDSA P-384 (secp384r1) key.");
+            assert!(message.starts_with(&expected), "{name}: {message}");
+        }
+    }
+
+    #[test]
+    fn private_key_types_are_named() {
+        let (certificate, _) = test_signer();
+        for (algorithm, name) in other_key_types() {
+            let (_, key) = signer_for(algorithm);
+
+            let error = SigningKey::from_pem(certificate.as_bytes(), key.as_bytes()).unwrap_err();
+
+            let message = error.to_string();
+            assert!(matches!(error, SignatureError::PrivateKeyType { .. }), "{name}: {message}");
+            let expected = format!(
+                "private key is {name}; expected an ECDSA P-384 (secp384r1) key. \
+                 Create one with `openssl ecparam -name secp384r1 -genkey`"
+            );
+            assert_eq!(message, expected);
+        }
+    }
+
+    #[test]
+    fn unnamed_curve_keeps_its_oid() {
+        let secp256k1 = Oid::from(&[1, 3, 132, 0, 10]).unwrap();
+
+        let name = key_type_name(&OID_KEY_TYPE_EC_PUBLIC_KEY, Some(&secp256k1));
+
+        assert_eq!(name, "an EC key on curve 1.3.132.0.10");
+    }
+
+    #[test]
+    fn rejected_p384_or_unparsed_key_keeps_reason() {
+        let (_, key) = test_signer();
+        let p384_der = Pem::iter_from_buffer(key.as_bytes()).next().unwrap().unwrap().contents;
+
+        let p384 = private_key_error(&p384_der, "InvalidEncoding".to_owned());
+        let unparsed = private_key_error(b"not DER", "InvalidEncoding".to_owned());
+
+        for error in [p384, unparsed] {
+            assert!(matches!(error, SignatureError::PrivateKey(ref reason) if reason == "InvalidEncoding"), "{error}");
+        }
     }
 
     #[test]

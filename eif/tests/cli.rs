@@ -237,6 +237,31 @@ fn describe_rejects_corrupt_image_with_exit_2() {
 }
 
 #[test]
+fn describe_short_and_empty_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("mz.bin", b"MZ", "not an EIF: expected magic 2e656966 (\".eif\"), found 4d5a in a 2-byte file"),
+        (
+            "start.eif",
+            b".e",
+            "truncated EIF: the file has 2 bytes, fewer than the 548-byte header; copy the image again",
+        ),
+        ("empty.eif", b"", "the file is empty; copy the image again"),
+    ];
+
+    for (name, bytes, message) in cases {
+        let file = dir.path().join(name);
+        fs::write(&file, bytes).unwrap();
+
+        let output = eif_tool(&["describe", path(&file)]);
+
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr, format!("eif-tool: invalid EIF {}: {message}\n", file.display()));
+    }
+}
+
+#[test]
 fn describe_missing_file_names_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.eif");
@@ -366,6 +391,159 @@ fn build_with(trees: &Trees, extra: &[&str], image: &Path) -> Output {
     args.extend_from_slice(extra);
     args.extend_from_slice(&["-o", path(image)]);
     eif_tool(&args)
+}
+
+/// Builds `image` from `trees`, signed with `certificate` and `key`; checks
+/// that the build exits 2 without writing the image, and returns its stderr.
+fn rejected_signed_build(trees: &Trees, certificate: &Path, key: &Path, image: &Path) -> String {
+    let output = build_with(trees, &["--signing-certificate", path(certificate), "--private-key", path(key)], image);
+
+    assert_eq!(output.status.code(), Some(2), "{}", key.display());
+    assert!(!image.exists(), "{}", key.display());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Writes an OpenSSL private key made by `command` (such as `ecparam -genkey`) to `key`.
+fn openssl_key(command: &[&str], key: &Path) {
+    let mut args = command.to_vec();
+    args.extend_from_slice(&["-out", path(key)]);
+    openssl(&args);
+}
+
+/// Makes a self-signed certificate for an OpenSSL private key.
+fn openssl_certificate(key: &Path, certificate: &Path) {
+    openssl(&["req", "-new", "-x509", "-key", path(key), "-out", path(certificate), "-days", "30", "-subj", "/CN=s"]);
+}
+
+#[test]
+fn build_with_p256_certificate_names_key_type() {
+    let trees = trees();
+    let key = trees.dir.path().join("p256.pem");
+    let certificate = trees.dir.path().join("p256cert.pem");
+    openssl_key(&["ecparam", "-name", "prime256v1", "-genkey"], &key);
+    openssl_certificate(&key, &certificate);
+    let image = trees.dir.path().join("p256.eif");
+
+    let stderr = rejected_signed_build(&trees, &certificate, &key, &image);
+
+    let expected = format!(
+        "eif-tool: cannot sign with {} and {}: signing certificate has an ECDSA P-256 (prime256v1) key; \
+         expected an ECDSA P-384 (secp384r1) key. \
+         Issue the certificate for a key made with `openssl ecparam -name secp384r1 -genkey`\n",
+        certificate.display(),
+        key.display()
+    );
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn build_names_other_private_key_type() {
+    let trees = trees();
+    let p384_key = trees.dir.path().join("p384.pem");
+    let certificate = trees.dir.path().join("cert.pem");
+    openssl_key(&["ecparam", "-name", "secp384r1", "-genkey"], &p384_key);
+    openssl_certificate(&p384_key, &certificate);
+    // `ecparam -genkey` writes SEC 1 keys, `genpkey` PKCS #8 keys.
+    let cases: [(&[&str], &str); 4] = [
+        (&["ecparam", "-name", "prime256v1", "-genkey"], "an ECDSA P-256 (prime256v1) key"),
+        (&["ecparam", "-name", "secp521r1", "-genkey"], "an ECDSA P-521 (secp521r1) key"),
+        (&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], "an RSA key"),
+        (&["genpkey", "-algorithm", "ed25519"], "an Ed25519 key"),
+    ];
+    let image = trees.dir.path().join("other-key.eif");
+
+    for (command, name) in cases {
+        let key = trees.dir.path().join("other-key.pem");
+        openssl_key(command, &key);
+
+        let stderr = rejected_signed_build(&trees, &certificate, &key, &image);
+
+        let expected = format!(
+            "private key is {name}; expected an ECDSA P-384 (secp384r1) key. \
+             Create one with `openssl ecparam -name secp384r1 -genkey`\n"
+        );
+        assert!(stderr.ends_with(&expected), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn build_with_compressed_certificate_point_fails() {
+    let trees = trees();
+    let key = trees.dir.path().join("key.pem");
+    let compressed_key = trees.dir.path().join("compressed.pem");
+    let certificate = trees.dir.path().join("cert.pem");
+    openssl_key(&["ecparam", "-name", "secp384r1", "-genkey"], &key);
+    openssl(&["ec", "-in", path(&key), "-conv_form", "compressed", "-out", path(&compressed_key)]);
+    openssl_certificate(&compressed_key, &certificate);
+    let image = trees.dir.path().join("compressed.eif");
+
+    let stderr = rejected_signed_build(&trees, &certificate, &key, &image);
+
+    assert!(
+        stderr.contains(
+            "signing certificate has an ECDSA P-384 public key of 49 bytes; expected the 97-byte uncompressed point."
+        ),
+        "{stderr}"
+    );
+}
+
+/// Returns the build inputs with `bad` in place of each input path in turn
+/// and `good` for the others, each with the option that gets `bad`.
+fn each_input_replaced<'a>(bad: &'a str, good: &'a str) -> [(&'static str, Vec<&'a str>); 4] {
+    let inputs = |kernel, ramdisk, certificate, key| {
+        vec!["--kernel", kernel, "--ramdisk", ramdisk, "--signing-certificate", certificate, "--private-key", key]
+    };
+    [
+        ("--kernel", inputs(bad, good, good, good)),
+        ("--ramdisk", inputs(good, bad, good, good)),
+        ("--signing-certificate", inputs(good, good, bad, good)),
+        ("--private-key", inputs(good, good, good, bad)),
+    ]
+}
+
+/// Runs `eif-tool build` with `inputs` into `image`; checks that it exits 2
+/// without writing the image, and returns its stderr.
+fn rejected_build(inputs: &[&str], image: &Path) -> String {
+    let mut args = vec!["build", "--cmdline", ""];
+    args.extend_from_slice(inputs);
+    args.extend_from_slice(&["-o", path(image)]);
+
+    let output = eif_tool(&args);
+
+    assert_eq!(output.status.code(), Some(2), "{inputs:?}");
+    assert!(!image.exists(), "{inputs:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn build_names_missing_inputs() {
+    let trees = trees();
+    let missing = trees.dir.path().join("missing");
+    let image = trees.dir.path().join("missing-input.eif");
+
+    for (option, inputs) in each_input_replaced(path(&missing), path(&trees.kernel)) {
+        let stderr = rejected_build(&inputs, &image);
+
+        assert_eq!(stderr, format!("eif-tool: {option} {} does not exist\n", missing.display()));
+    }
+}
+
+#[test]
+fn build_rejects_directory_inputs() {
+    let trees = trees();
+    let directory = path(&trees.app);
+    let image = trees.dir.path().join("directory-input.eif");
+
+    for (option, inputs) in each_input_replaced(directory, path(&trees.kernel)) {
+        let stderr = rejected_build(&inputs, &image);
+
+        let hint = if option == "--ramdisk" {
+            format!("; pack the directory first with `eif-tool ramdisk {directory} -o FILE.cpio`")
+        } else {
+            String::new()
+        };
+        assert_eq!(stderr, format!("eif-tool: {option} {directory} is not a file{hint}\n"));
+    }
 }
 
 #[test]
@@ -499,6 +677,29 @@ fn policy_binds_pcr0_and_passes_lint() {
     assert_eq!(policy["Statement"][0]["Principal"]["AWS"], "arn:aws:iam::111122223333:root");
     assert_eq!(lint.status.code(), Some(0), "{}", String::from_utf8_lossy(&lint.stdout));
     assert!(String::from_utf8_lossy(&lint.stdout).contains("0 warnings"));
+}
+
+#[test]
+fn policy_pcr8_of_unsigned_image_says_unsigned() {
+    let trees = trees();
+    build_image(&trees, "unsigned");
+    let image = trees.dir.path().join("unsigned.eif");
+
+    let output = eif_tool(&[
+        "policy",
+        "--eif",
+        path(&image),
+        "--principal",
+        "arn:aws:iam::111122223333:role/parent",
+        "--pcr",
+        "8",
+    ]);
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = "eif-tool: the image is not signed, so it has no PCR8; \
+                    build it with --signing-certificate and --private-key to get one\n";
+    assert_eq!(stderr, expected);
 }
 
 #[test]

@@ -102,10 +102,47 @@ fn missing_tail_is_truncated() {
 
     let error = read_eif_bytes(&image[..image.len() - 1]).unwrap_err();
 
-    assert!(error.to_string().starts_with("truncated EIF"), "{error}");
+    let message =
+        format!("truncated EIF: the header declares {len} bytes but the file has {}; copy the image again", len - 1);
+    assert_eq!(error.to_string(), message);
     let EifError::Truncated { expected, found } = error else { panic!("expected Truncated, got {error}") };
     assert_eq!(expected, len);
     assert_eq!(found, len - 1);
+}
+
+#[test]
+fn empty_file_is_reported_empty() {
+    let error = read_eif_bytes(&[]).unwrap_err();
+
+    assert!(matches!(error, EifError::Empty), "{error}");
+    assert_eq!(error.to_string(), "the file is empty; copy the image again");
+}
+
+#[test]
+fn short_file_without_magic_is_not_an_eif() {
+    let cases: [(&[u8], &str); 3] =
+        [(b"\x7f", "found 7f in a 1-byte file"), (b"MZ", "found 4d5a in a 2-byte file"), (b".ei\n", "found 2e65690a")];
+
+    for (bytes, found) in cases {
+        let error = read_eif_bytes(bytes).unwrap_err();
+
+        assert!(matches!(error, EifError::BadMagic { found: ref magic } if magic == bytes), "{bytes:?}: {error}");
+        assert_eq!(error.to_string(), format!("not an EIF: expected magic 2e656966 (\".eif\"), {found}"));
+    }
+}
+
+#[test]
+fn short_file_with_magic_prefix_is_truncated() {
+    let image = valid();
+
+    for len in [1, 2, 4, 6, HEADER_LEN - 1] {
+        let error = read_eif_bytes(&image[..len]).unwrap_err();
+
+        assert!(matches!(error, EifError::Truncated { expected: 548, found } if found == len as u64), "{len}: {error}");
+        let expected =
+            format!("truncated EIF: the file has {len} bytes, fewer than the 548-byte header; copy the image again");
+        assert_eq!(error.to_string(), expected);
+    }
 }
 
 #[test]
@@ -115,7 +152,7 @@ fn bad_magic_is_rejected() {
 
     let error = read_eif_bytes(&image).unwrap_err();
 
-    assert!(matches!(error, EifError::BadMagic { found } if &found == b"\x7fELF"), "{error}");
+    assert!(matches!(error, EifError::BadMagic { ref found } if found == b"\x7fELF"), "{error}");
     assert!(error.to_string().contains("7f454c46"), "{error}");
 }
 
@@ -434,7 +471,11 @@ proptest! {
 
         let result = read_eif_bytes(&image[..cut]);
 
-        prop_assert!(matches!(result, Err(EifError::Truncated { .. })), "cut at {}: {:?}", cut, result.err());
+        if cut == 0 {
+            prop_assert!(matches!(result, Err(EifError::Empty)), "cut at 0: {:?}", result.err());
+        } else {
+            prop_assert!(matches!(result, Err(EifError::Truncated { .. })), "cut at {}: {:?}", cut, result.err());
+        }
     }
 
     #[test]
