@@ -33,6 +33,12 @@ pub enum FrameError {
     /// not read.
     #[error("frame of {declared} bytes exceeds the maximum of {max} bytes")]
     TooLarge { declared: u64, max: u32 },
+    /// The four bytes where a frame length belongs are text, such as `HTTP`
+    /// or `GET `: the peer speaks a text protocol. The rest was not read.
+    #[error(
+        "the peer sent {text:?} where a frame length belongs, so it speaks a text protocol such as HTTP, not the frame protocol of enclave-agent and parent-proxy"
+    )]
+    NotFrames { text: String },
     /// The stream ended inside a frame.
     #[error("truncated frame: expected {expected} bytes, the stream ended after {received}")]
     Truncated { expected: u64, received: u64 },
@@ -394,6 +400,17 @@ where
     Ok(())
 }
 
+/// Returns the error for a length prefix above `max_len`: [`FrameError::NotFrames`]
+/// when the four bytes are printable ASCII, because such lengths come from a
+/// peer that sends text (four spaces already declare 538,976,288 bytes).
+fn oversized(prefix: [u8; 4], max_len: u32) -> FrameError {
+    if prefix.iter().all(|byte| byte.is_ascii_graphic() || *byte == b' ') {
+        FrameError::NotFrames { text: String::from_utf8_lossy(&prefix).into_owned() }
+    } else {
+        FrameError::TooLarge { declared: u64::from(u32::from_be_bytes(prefix)), max: max_len }
+    }
+}
+
 /// Reads one frame body of at most `max_len` bytes. The length is checked
 /// before any of the body is read or allocated.
 pub async fn read_frame_body<R>(reader: &mut R, max_len: u32) -> Result<Vec<u8>, FrameError>
@@ -416,7 +433,7 @@ where
 
     let declared = u32::from_be_bytes(prefix);
     if declared > max_len {
-        return Err(FrameError::TooLarge { declared: u64::from(declared), max: max_len });
+        return Err(oversized(prefix, max_len));
     }
 
     let mut body = vec![0u8; declared as usize];
@@ -544,7 +561,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Some(prefix) => {
                     let declared = u32::from_be_bytes(*prefix);
                     if declared > max_len {
-                        return Err(FrameError::TooLarge { declared: u64::from(declared), max: max_len });
+                        return Err(oversized(*prefix, max_len));
                     }
                     let frame_len = 4 + declared as usize;
                     if unread.len() >= frame_len {
@@ -779,6 +796,23 @@ mod tests {
         let end = reader.read::<Request>(DEFAULT_MAX_FRAME_LEN).await.unwrap_err();
         assert!(matches!(end, FrameError::Closed), "{end:?}");
         assert!(reader.buffer.capacity() <= KEPT_CAPACITY, "{}", reader.buffer.capacity());
+    }
+
+    #[tokio::test]
+    async fn text_prefix_named_not_frames() {
+        let http = b"HTTP/1.1 400 Bad Request\r\n\r\n";
+        let error = read_frame_body(&mut http.as_slice(), DEFAULT_MAX_FRAME_LEN).await.unwrap_err();
+        assert!(matches!(&error, FrameError::NotFrames { text } if text == "HTTP"), "{error:?}");
+        assert!(error.to_string().starts_with("the peer sent \"HTTP\" where a frame length belongs"), "{error}");
+
+        let get = b"GET / HTTP/1.1\r\n\r\n";
+        let error = FrameReader::new(get.as_slice()).read_body(DEFAULT_MAX_FRAME_LEN).await.unwrap_err();
+        assert!(matches!(&error, FrameError::NotFrames { text } if text == "GET "), "{error:?}");
+
+        // A binary prefix over the limit is still an oversized frame.
+        let binary = [0x16, 0x03, 0x01, 0x02];
+        let error = read_frame_body(&mut binary.as_slice(), DEFAULT_MAX_FRAME_LEN).await.unwrap_err();
+        assert!(matches!(error, FrameError::TooLarge { declared: 0x1603_0102, .. }), "{error:?}");
     }
 
     #[test]

@@ -47,6 +47,18 @@ fn connect_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
+/// Names the missing directory when binding a Unix socket at `path` failed
+/// because its directory does not exist; returns other errors unchanged.
+fn missing_directory(path: &std::path::Path, error: std::io::Error) -> std::io::Error {
+    match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        Some(dir) if error.kind() == std::io::ErrorKind::NotFound && !dir.exists() => std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("directory {} does not exist; create it or choose another path", dir.display()),
+        ),
+        _ => error,
+    }
+}
+
 /// Returns what to do about a failed bind, as text to append to the error
 /// ("; …"), or nothing when there is no usual fix.
 pub fn bind_hint(error: &std::io::Error) -> &'static str {
@@ -202,7 +214,9 @@ impl Listener {
             }
             Address::Unix(path) => {
                 remove_stale_socket(path).await.map_err(failed)?;
-                Ok(Listener::Unix(tokio::net::UnixListener::bind(path).map_err(failed)?, path.clone()))
+                let listener =
+                    tokio::net::UnixListener::bind(path).map_err(|error| failed(missing_directory(path, error)))?;
+                Ok(Listener::Unix(listener, path.clone()))
             }
             Address::Vsock { cid, port } => {
                 let listener =
@@ -361,6 +375,21 @@ mod tests {
         std::fs::write(&path, b"not a socket").unwrap();
         let error = Listener::bind(&address).await.unwrap_err().to_string();
         assert!(error.contains("is not a socket"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn unix_bind_names_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let address = Address::Unix(missing.join("parent.sock"));
+        let error = Listener::bind(&address).await.unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "failed to listen on {address}: directory {} does not exist; create it or choose another path",
+                missing.display()
+            )
+        );
     }
 
     #[tokio::test]

@@ -30,6 +30,9 @@ pub enum ParentError {
     Timeout { address: String, timeout: Duration },
     #[error("the parent at {address} closed the connection before answering")]
     Disconnected { address: String },
+    /// The connection ended because its bytes were not valid frames.
+    #[error("reading from the parent at {address} failed: {reason}")]
+    ReadFailed { address: String, reason: String },
     /// The parent returned a typed error.
     #[error(transparent)]
     Remote(ErrorFrame),
@@ -51,11 +54,14 @@ impl Attempt {
 }
 
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Output, ErrorFrame>>>>>;
+type Failure = Arc<std::sync::Mutex<Option<String>>>;
 
 struct Connection {
     writer: Mutex<WriteHalf<Stream>>,
     pending: Pending,
     alive: Arc<std::sync::atomic::AtomicBool>,
+    /// The reason the reader task stopped, unless the connection closed cleanly.
+    failure: Failure,
     reader: tokio::task::AbortHandle,
 }
 
@@ -159,7 +165,12 @@ impl ParentClient {
             Ok(result) => result.map_err(|frame| Attempt::Failed(ParentError::Remote(frame))),
             Err(_) => {
                 self.discard(connection).await;
-                Err(Attempt::Retryable(ParentError::Disconnected { address: self.address.to_string() }))
+                let address = self.address.to_string();
+                let failure = connection.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                Err(Attempt::Retryable(match failure {
+                    Some(reason) => ParentError::ReadFailed { address, reason },
+                    None => ParentError::Disconnected { address },
+                }))
             }
         }
     }
@@ -178,15 +189,17 @@ impl ParentClient {
         let (reader, writer) = tokio::io::split(stream);
         let pending = Pending::default();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let failure = Failure::default();
         let reader = tokio::spawn(read_responses(
             reader,
             Arc::clone(&pending),
             Arc::clone(&alive),
+            Arc::clone(&failure),
             self.max_frame_len,
             self.address.to_string(),
         ));
         let connection =
-            Arc::new(Connection { writer: Mutex::new(writer), pending, alive, reader: reader.abort_handle() });
+            Arc::new(Connection { writer: Mutex::new(writer), pending, alive, failure, reader: reader.abort_handle() });
         *slot = Some(Arc::clone(&connection));
         Ok((connection, false))
     }
@@ -207,11 +220,13 @@ fn lock_pending(
 }
 
 /// Hands each response to the caller waiting for its id, until the
-/// connection ends; then fails every request still waiting.
+/// connection ends; then records why in `failure` and fails every request
+/// still waiting.
 async fn read_responses(
     reader: ReadHalf<Stream>,
     pending: Pending,
     alive: Arc<std::sync::atomic::AtomicBool>,
+    failure: Failure,
     max_frame_len: u32,
     address: String,
 ) {
@@ -239,7 +254,20 @@ async fn read_responses(
             }
             Err(FrameError::Closed) => break,
             Err(error) => {
-                warn!(%address, %error, "reading from the parent failed");
+                // Requests in flight report the error; with none, only this
+                // log line does.
+                if lock_pending(&pending).is_empty() {
+                    warn!(%address, %error, "reading from the parent failed");
+                } else {
+                    debug!(%address, %error, "reading from the parent failed");
+                }
+                let mut reason = error.to_string();
+                if matches!(error, FrameError::NotFrames { .. }) {
+                    reason.push_str(
+                        "; check that the parent address is parent-proxy's listener, not kms-local or another HTTP service",
+                    );
+                }
+                *failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
                 break;
             }
         }
@@ -247,4 +275,43 @@ async fn read_responses(
     alive.store(false, Ordering::Release);
     // Dropping the senders wakes every waiter with `Disconnected`.
     lock_pending(&pending).clear();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use recipient_common::protocol::GenerateRandomRequest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn http_peer_named_in_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: Address = format!("tcp://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 64];
+            let _ = stream.read(&mut request).await.unwrap();
+            stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+            // Keep the connection open, as an HTTP server would.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+
+        let client = ParentClient::new(address.clone(), Duration::from_secs(10));
+        let operation = Operation::GenerateRandom(GenerateRandomRequest {
+            number_of_bytes: 8,
+            custom_key_store_id: None,
+            recipient: None,
+        });
+        let error = client.call(operation).await.unwrap_err();
+        match &error {
+            ParentError::ReadFailed { address: named, reason } => {
+                assert_eq!(named, &address.to_string());
+                assert!(reason.starts_with("the peer sent \"HTTP\" where a frame length belongs"), "{reason}");
+                assert!(reason.ends_with("not kms-local or another HTTP service"), "{reason}");
+            }
+            other => panic!("expected ReadFailed, got {other:?}"),
+        }
+        server.abort();
+    }
 }

@@ -217,3 +217,23 @@ fn mock_ca_init_names_granted_access() {
         }
     }
 }
+
+#[test]
+fn byte_count_out_of_range_named() {
+    // Each case: the value and the message it must produce.
+    let cases = [
+        ("0", "`0` is out of range; write a whole number of bytes from 1 to 1024"),
+        ("1025", "`1025` is out of range; write a whole number of bytes from 1 to 1024"),
+        ("-5", "`-5` is out of range; write a whole number of bytes from 1 to 1024"),
+        ("ten", "`ten` is not a whole number; write a number of bytes from 1 to 1024"),
+    ];
+    for (value, message) in cases {
+        for command in ["generate-random", "generate-data-key"] {
+            let mut args = vec![command, "--number-of-bytes", value];
+            if command == "generate-data-key" {
+                args.extend(["--key-id", "alias/example"]);
+            }
+            assert_failure(&agent(&args), 2, &[message]);
+        }
+    }
+}

@@ -234,6 +234,18 @@ fn respond(status: StatusCode, body: &Value, request_id: &str) -> Response {
     response
 }
 
+/// Returns whether reading a body failed because it exceeded the length limit.
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
 /// Reads, authenticates and runs one request; returns the caller's ARN and
 /// the response body.
 async fn process(
@@ -243,8 +255,14 @@ async fn process(
     request_id: &str,
     operation: &str,
 ) -> KmsResult<(String, Value)> {
-    let body: Bytes = axum::body::to_bytes(body, MAX_REQUEST_BODY).await.map_err(|_| {
-        KmsError::validation(format!("request body is larger than {MAX_REQUEST_BODY} bytes or could not be read"))
+    let body: Bytes = axum::body::to_bytes(body, MAX_REQUEST_BODY).await.map_err(|error| {
+        if is_length_limit(&error) {
+            KmsError::validation(format!(
+                "request body is larger than {MAX_REQUEST_BODY} bytes; KMS requests are far smaller, so check what the client sends"
+            ))
+        } else {
+            KmsError::validation(format!("request body could not be read: {error}"))
+        }
     })?;
 
     if parts.method != Method::POST || parts.uri.path() != "/" {

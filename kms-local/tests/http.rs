@@ -72,7 +72,10 @@ async fn oversized_body_is_rejected() {
     let body = format!(r#"{{"Description": "{}"}}"#, "a".repeat(kms_local::server::MAX_REQUEST_BODY));
     let (status, kind, body) = send(address, &signed_request(address, "TrentService.CreateKey", JSON, &body)).await;
     assert_eq!((status, kind.as_str()), (400, "ValidationException"));
-    assert!(body["message"].as_str().unwrap().contains("larger than 1048576 bytes"));
+    assert_eq!(
+        body["message"].as_str().unwrap(),
+        "request body is larger than 1048576 bytes; KMS requests are far smaller, so check what the client sends"
+    );
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ struct Args {
     endpoint_url: Option<String>,
 
     /// AWS region; defaults to the standard region chain (AWS_REGION, profile, instance metadata).
+    /// Only its form is checked: a region that does not exist fails at the first KMS call.
     #[arg(long, value_parser = parse_region)]
     region: Option<String>,
 

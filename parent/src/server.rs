@@ -196,9 +196,13 @@ async fn handle_connection(shared: &Arc<Shared>, stream: Stream, connection: u64
                 break;
             }
             Ok(Err(FrameError::Closed)) => break,
-            Ok(Err(error @ FrameError::TooLarge { .. })) => {
+            Ok(Err(error @ (FrameError::TooLarge { .. } | FrameError::NotFrames { .. }))) => {
                 // The body was not read, so the stream cannot be resynchronised.
-                warn!(connection, %error, "oversized frame; closing the connection");
+                if matches!(error, FrameError::NotFrames { .. }) {
+                    warn!(connection, %error, "client is not enclave-agent; closing the connection");
+                } else {
+                    warn!(connection, %error, "oversized frame; closing the connection");
+                }
                 let _ = sender
                     .send((Response::new(0, Err(ErrorFrame::Malformed { message: error.to_string() })), None))
                     .await;
@@ -289,23 +293,29 @@ impl RequestLog {
             self;
         let kms_request_id = kms_request_id.as_deref().unwrap_or("-");
         let document = document.as_deref().unwrap_or("none");
+        macro_rules! failed {
+            ($level:ident, $error:expr) => {
+                tracing::$level!(
+                    connection,
+                    request_id,
+                    operation,
+                    key_id,
+                    outcome,
+                    error = %$error,
+                    latency_ms,
+                    kms_request_id,
+                    document,
+                    "request failed"
+                )
+            };
+        }
         match error {
             None => info!(
                 connection,
                 request_id, operation, key_id, outcome, latency_ms, kms_request_id, document, "request forwarded"
             ),
-            Some(error) => info!(
-                connection,
-                request_id,
-                operation,
-                key_id,
-                outcome,
-                error = %error,
-                latency_ms,
-                kms_request_id,
-                document,
-                "request failed"
-            ),
+            Some(error) if PARENT_FAILURES.contains(&outcome) => failed!(warn, error),
+            Some(error) => failed!(info, error),
         }
     }
 }
@@ -405,6 +415,11 @@ pub fn check_rules(config: &ServerConfig, operation: &Operation) -> Result<(), E
     }
     Ok(())
 }
+
+/// Outcomes that point at a problem on the parent's side or between the
+/// parent and KMS, logged as warnings. Refusals, KMS errors, busy and
+/// malformed requests are decisions about a request, logged as information.
+const PARENT_FAILURES: [&str; 3] = ["kms_unreachable", "kms_timeout", "internal"];
 
 fn outcome_name(error: &ErrorFrame) -> &'static str {
     match error {

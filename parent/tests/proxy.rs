@@ -274,6 +274,10 @@ async fn unreachable_kms_is_typed_within_timeout() {
         }
         other => panic!("expected KmsUnreachable, got {other:?}"),
     }
+    let log = wait_for_log(scratch.path(), "request failed").await;
+    let line = log.lines().find(|line| line.contains("request failed")).unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("outcome=\"kms_unreachable\""), "{line}");
 }
 
 #[tokio::test]
@@ -357,6 +361,22 @@ async fn allowlists_and_attestation_rule_refuse() {
 
     let response = call(&mut stream, &derive_request(4)).await;
     assert_ok(&response);
+
+    // Refusals are decisions about a request, not faults of the parent.
+    let is_refusal = |line: &&str| line.contains("outcome=\"refused\"");
+    let mut log = read_log(scratch.path());
+    for _ in 0..100 {
+        if log.lines().filter(is_refusal).count() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        log = read_log(scratch.path());
+    }
+    let refused: Vec<&str> = log.lines().filter(is_refusal).collect();
+    assert_eq!(refused.len(), 3, "{log}");
+    for line in refused {
+        assert!(line.contains(" INFO "), "{line}");
+    }
 }
 
 #[tokio::test]
@@ -383,6 +403,26 @@ async fn malformed_and_oversized_frames_do_not_stop_service() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), big.read_to_end(&mut rest)).await.unwrap();
     assert_eq!(read.unwrap(), 0, "the connection must be closed");
+
+    // An HTTP client: the error names the text it sent, then the proxy
+    // closes that connection.
+    let mut http = connect(&proxy).await;
+    http.write_all(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let response: Response = protocol::read_frame(&mut http, DEFAULT_MAX_FRAME_LEN).await.unwrap();
+    match response.result {
+        Err(ErrorFrame::Malformed { message }) => {
+            assert!(message.starts_with("the peer sent \"POST\" where a frame length belongs"), "{message}");
+        }
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+    // The proxy closes with the rest of the request unread, so the kernel
+    // may end the connection with a reset instead of a clean end of stream.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), http.read_to_end(&mut rest)).await.unwrap();
+    match read {
+        Ok(count) => assert_eq!(count, 0, "the connection must be closed"),
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}"),
+    }
 
     // A client that disconnects in the middle of a frame.
     let mut cut = connect(&proxy).await;

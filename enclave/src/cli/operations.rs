@@ -167,7 +167,7 @@ pub struct GenerateDataKeyArgs {
     #[arg(long, value_parser = ["AES_256", "AES_128"], required_unless_present = "number_of_bytes", conflicts_with = "number_of_bytes")]
     pub key_spec: Option<String>,
     /// Length of the data key in bytes, 1 to 1024.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_parser = byte_count, allow_negative_numbers = true)]
     pub number_of_bytes: Option<u32>,
     /// Encryption context: JSON ({"k":"v"}) or k=v,k2=v2.
     #[arg(long)]
@@ -216,7 +216,7 @@ pub struct GenerateDataKeyPairArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenerateRandomArgs {
     /// Number of random bytes, 1 to 1024.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_parser = byte_count, allow_negative_numbers = true)]
     pub number_of_bytes: u32,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -472,6 +472,15 @@ pub(crate) fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("cannot write to stdout"),
+    }
+}
+
+/// Accepts a byte count for `--number-of-bytes`, 1 to 1024 as KMS allows.
+fn byte_count(value: &str) -> Result<u32, String> {
+    match value.trim().parse::<i128>() {
+        Ok(number @ 1..=1024) => Ok(number as u32),
+        Ok(_) => Err(format!("`{value}` is out of range; write a whole number of bytes from 1 to 1024")),
+        Err(_) => Err(format!("`{value}` is not a whole number; write a number of bytes from 1 to 1024")),
     }
 }
 
