@@ -34,9 +34,11 @@ fn start_kms_on(binaries: &Binaries, scratch: &std::path::Path, port: u16, extra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_restart_during_load_fails_cleanly_then_recovers() {
-    let binaries = Binaries::build_debug().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path();
+    // parent-proxy logs each request that fails while kms-local is down as a
+    // warning; those lines go to a file in the scratch directory.
+    let binaries = Binaries::build_debug().unwrap().log_to(dir);
     init_mock_ca(&binaries, dir, &dir.join("mock-ca")).unwrap();
     let port = free_port();
     let kms = start_kms_on(&binaries, dir, port, &[]);
