@@ -285,13 +285,15 @@ fn describe(image: &Path, output: OutputFormat) -> Result<ExitCode> {
 }
 
 fn ramdisk(directory: &Path, output: &Path) -> Result<ExitCode> {
+    input_metadata("ramdisk directory", directory)?;
     let mtime = source_date_epoch()?;
     let mut file = OutputFile::create(output)?;
     let mut writer = BufWriter::new(file.file());
     let summary = write_ramdisk(directory, mtime, &mut writer)?;
     writer.into_inner().map_err(|error| error.into_error()).context("cannot write the ramdisk")?;
     file.persist()?;
-    eprintln!("eif-tool: wrote {} ({} entries, {} bytes)", output.display(), summary.entries, summary.bytes);
+    let entries = if summary.entries == 1 { "entry" } else { "entries" };
+    eprintln!("eif-tool: wrote {} ({} {entries}, {} bytes)", output.display(), summary.entries, summary.bytes);
     Ok(ExitCode::SUCCESS)
 }
 

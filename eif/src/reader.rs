@@ -53,7 +53,11 @@ pub enum EifError {
     Truncated { expected: u64, found: u64 },
     /// The file does not start with `.eif`, or, when it is shorter than the
     /// magic, with the first bytes of `.eif`.
-    #[error("not an EIF: expected magic 2e656966 (\".eif\"), found {}", found_magic_text(found))]
+    #[error(
+        "not an EIF: expected magic 2e656966 (\".eif\"), found {}; pass an enclave image file, such as one \
+         that eif-tool build or nitro-cli build-enclave wrote",
+        found_magic_text(found)
+    )]
     BadMagic {
         /// The first 4 bytes of the file, or all of them in a shorter file.
         found: Vec<u8>,

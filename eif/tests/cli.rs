@@ -110,6 +110,36 @@ fn build_image(trees: &Trees, name: &str) -> (Vec<u8>, Value) {
 }
 
 #[test]
+fn ramdisk_summary_counts_entries() {
+    let trees = trees();
+    let single = trees.dir.path().join("single");
+    fs::create_dir(&single).unwrap();
+    fs::write(single.join("init"), b"x").unwrap();
+    let archive = trees.dir.path().join("single.cpio");
+
+    let output = eif_tool(&["ramdisk", path(&single), "-o", path(&archive)]);
+
+    success(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let bytes = fs::metadata(&archive).unwrap().len();
+    assert_eq!(stderr, format!("eif-tool: wrote {} (1 entry, {bytes} bytes)\n", archive.display()));
+}
+
+#[test]
+fn ramdisk_of_missing_directory_named() {
+    let trees = trees();
+    let missing = trees.dir.path().join("missing");
+    let archive = trees.dir.path().join("missing.cpio");
+
+    let output = eif_tool(&["ramdisk", path(&missing), "-o", path(&archive)]);
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr, format!("eif-tool: ramdisk directory {} does not exist\n", missing.display()));
+    assert!(!archive.exists());
+}
+
+#[test]
 fn ramdisk_bytes_ignore_modification_times() {
     let trees = trees();
     let first = trees.dir.path().join("first.cpio");
@@ -240,7 +270,12 @@ fn describe_rejects_corrupt_image_with_exit_2() {
 fn describe_short_and_empty_files() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[u8], &str); 3] = [
-        ("mz.bin", b"MZ", "not an EIF: expected magic 2e656966 (\".eif\"), found 4d5a in a 2-byte file"),
+        (
+            "mz.bin",
+            b"MZ",
+            "not an EIF: expected magic 2e656966 (\".eif\"), found 4d5a in a 2-byte file; \
+             pass an enclave image file, such as one that eif-tool build or nitro-cli build-enclave wrote",
+        ),
         (
             "start.eif",
             b".e",

@@ -127,7 +127,11 @@ fn short_file_without_magic_is_not_an_eif() {
         let error = read_eif_bytes(bytes).unwrap_err();
 
         assert!(matches!(error, EifError::BadMagic { found: ref magic } if magic == bytes), "{bytes:?}: {error}");
-        assert_eq!(error.to_string(), format!("not an EIF: expected magic 2e656966 (\".eif\"), {found}"));
+        let expected = format!(
+            "not an EIF: expected magic 2e656966 (\".eif\"), {found}; \
+             pass an enclave image file, such as one that eif-tool build or nitro-cli build-enclave wrote"
+        );
+        assert_eq!(error.to_string(), expected);
     }
 }
 
