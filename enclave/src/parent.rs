@@ -273,7 +273,8 @@ async fn read_responses(
         }
     }
     alive.store(false, Ordering::Release);
-    // Dropping the senders wakes every waiter with `Disconnected`.
+    // Dropping the senders wakes every waiter, which reports `ReadFailed`
+    // with the recorded reason, or `Disconnected` after a clean close.
     lock_pending(&pending).clear();
 }
 
