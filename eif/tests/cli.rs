@@ -623,39 +623,26 @@ fn build_rejects_zero_cpus() {
 }
 
 #[test]
-fn build_into_missing_directory_names_output() {
+fn output_into_missing_directory_named() {
     let trees = trees();
     let missing = trees.dir.path().join("missing");
     let image = missing.join("image.eif");
-
-    let output = build_with(&trees, &[], &image);
-
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let expected = format!(
-        "eif-tool: cannot write {}: directory {} does not exist; create it or choose another output path\n",
-        image.display(),
-        missing.display()
-    );
-    assert_eq!(stderr, expected);
-}
-
-#[test]
-fn ramdisk_into_missing_directory_names_output() {
-    let trees = trees();
-    let missing = trees.dir.path().join("missing");
     let archive = missing.join("app.cpio");
+    let cases = [
+        (build_with(&trees, &[], &image), &image),
+        (eif_tool(&["ramdisk", path(&trees.app), "-o", path(&archive)]), &archive),
+    ];
 
-    let output = eif_tool(&["ramdisk", path(&trees.app), "-o", path(&archive)]);
-
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let expected = format!(
-        "eif-tool: cannot write {}: directory {} does not exist; create it or choose another output path\n",
-        archive.display(),
-        missing.display()
-    );
-    assert_eq!(stderr, expected);
+    for (output, written) in cases {
+        assert_eq!(output.status.code(), Some(2), "{}", written.display());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let expected = format!(
+            "eif-tool: cannot write {}: directory {} does not exist; create it or choose another output path\n",
+            written.display(),
+            missing.display()
+        );
+        assert_eq!(stderr, expected);
+    }
 }
 
 #[test]
