@@ -30,7 +30,7 @@ pub enum ParentError {
     Timeout { address: String, timeout: Duration },
     #[error("the parent at {address} closed the connection before answering")]
     Disconnected { address: String },
-    /// The connection ended because its bytes were not valid frames.
+    /// Reading responses failed, for example because the peer does not send frames.
     #[error("reading from the parent at {address} failed: {reason}")]
     ReadFailed { address: String, reason: String },
     /// The parent returned a typed error.
